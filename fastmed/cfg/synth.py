@@ -1,0 +1,22 @@
+"""``fastmed synth``: write the synthetic datasets in the real layouts."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastmed.cfg.base import Command, opt
+
+
+@dataclass(kw_only=True)
+class SynthConfig:
+    out: str = opt("data/synth", "output folder (polyp/, seg/, slides/ are written inside)")
+    seed: int = opt(0, "random seed; the same seed writes the same files")
+    size: str = opt("small", "dataset size", choices=("tiny", "small", "demo", "large"))
+    parts: list[str] = opt(["polyp", "seg", "slides"], "which datasets to write (comma-separated)")
+    shift: float = opt(0.5, "illumination/colour shift strength of the polyp test_shift split (0 = none)")
+    image_size: int = opt(64, "polyp and segmentation image side in pixels")
+
+
+COMMANDS = [
+    Command("synth", None, SynthConfig, "fastmed.data.synthetic:run_synth",
+            "write small deterministic datasets in the real layouts (class folders, Kvasir-SEG, tiled TIFF slides)"),
+]

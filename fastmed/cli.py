@@ -1,0 +1,92 @@
+"""``fastmed TASK [MODE] [--option value ...]`` — a thin layer over the Python API.
+
+The command table comes from ``fastmed.cfg`` (standard library only), so
+``fastmed --help`` answers without importing torch; a command's code is
+imported only when it runs.
+"""
+from __future__ import annotations
+
+import difflib
+import sys
+from typing import Sequence
+
+from fastmed._version import __version__
+from fastmed.cfg.base import Command, all_commands, format_help, parse_options
+from fastmed.errors import FastmedError
+
+
+def _overview(commands: list[Command]) -> str:
+    lines = [
+        f"fastmed {__version__} — train medical-imaging recognizers fast and ship them to the edge",
+        "",
+        "usage: fastmed TASK [MODE] [--option value ...]   (or option=value)",
+        "       fastmed TASK [MODE] --help                 options with types and defaults",
+        "       fastmed --version",
+        "",
+        "commands:",
+    ]
+    for c in commands:
+        lines.append(f"  {c.name:<22} {c.help.splitlines()[0] if c.help else ''}")
+    return "\n".join(lines)
+
+
+def _find(commands: list[Command], argv: list[str]) -> tuple[Command, list[str]]:
+    task = argv[0]
+    by_task = [c for c in commands if c.task == task]
+    if not by_task:
+        close = difflib.get_close_matches(task, sorted({c.task for c in commands}), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise FastmedError(f"unknown task {task!r}{hint} (see fastmed --help)")
+    if len(argv) > 1 and not argv[1].startswith("-") and "=" not in argv[1]:
+        for c in by_task:
+            if c.mode == argv[1]:
+                return c, argv[2:]
+        if any(c.mode for c in by_task):
+            modes = [c.mode for c in by_task if c.mode]
+            close = difflib.get_close_matches(argv[1], modes, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise FastmedError(f"unknown mode {argv[1]!r} for {task}{hint}; modes: {', '.join(modes)}")
+    for c in by_task:
+        if c.mode is None:
+            return c, argv[1:]
+    modes = ", ".join(c.mode for c in by_task if c.mode)
+    raise FastmedError(f"{task} needs a mode: {modes} (see fastmed {task} --help)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fastmed`` console command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = all_commands()
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_overview(commands))
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"fastmed {__version__}")
+        return 0
+    try:
+        if len(argv) >= 1 and any(a in ("-h", "--help") for a in argv):
+            task_cmds = [c for c in commands if c.task == argv[0]]
+            if len(argv) >= 2 and argv[1] not in ("-h", "--help"):
+                cmd, _ = _find(commands, argv)
+                print(format_help(cmd))
+            elif task_cmds:
+                print("\n\n".join(format_help(c) for c in task_cmds))
+            else:
+                _find(commands, argv)  # raises the unknown-task error
+            return 0
+        cmd, rest = _find(commands, argv)
+        cfg = parse_options(cmd.config, rest)
+        result = cmd.load_runner()(cfg)
+    except FastmedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if isinstance(result, int):
+        return result
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Network architectures shared by tasks, built by name through ``registry``."""
