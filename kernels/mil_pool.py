@@ -1,0 +1,83 @@
+"""Ragged attention-MIL pooling: ``mil_attention_pool(h, scores, offsets)``.
+
+Many bags (slides) of different sizes are pooled in one call, so a training
+step can hold several slides without padding::
+
+    z = mil_attention_pool(h, scores, offsets)      # h (N, D), scores (N,), offsets (B+1,) -> (B, D)
+
+``normalize="sigmoid"`` (the method's default): weights ``sigmoid(s_i)``
+divided by their sum over the bag; ``"softmax"``: the usual softmax per bag.
+``backend="auto"`` runs the Triton kernel on CUDA tensors (one pass over the
+features forward and backward, no ``(N, D)`` intermediate, long bags split
+across programs) and the PyTorch reference otherwise.
+"""
+from __future__ import annotations
+
+import torch
+
+from fastmed.kernels._dispatch import check_same_device, check_tensor, resolve_backend
+from fastmed.kernels.mil_pool_reference import mil_attention_pool_reference
+
+NORMALIZATIONS = ("sigmoid", "softmax")
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def bag_offsets(lengths: torch.Tensor | list[int]) -> torch.Tensor:
+    """``(B+1,)`` int64 offsets ``[0, l0, l0+l1, ...]`` from bag lengths ``(B,)``."""
+    lengths = torch.as_tensor(lengths, dtype=torch.int64)
+    return torch.cat([lengths.new_zeros(1), torch.cumsum(lengths, 0)])
+
+
+def check_offsets(offsets: torch.Tensor, n_rows: int) -> None:
+    """Raise ``ValueError`` unless ``offsets`` describes non-empty bags covering ``n_rows`` rows."""
+    check_tensor("offsets", offsets, ndim=1, dtypes=(torch.int64, torch.int32))
+    if offsets.numel() < 2:
+        raise ValueError(f"offsets must have B+1 >= 2 entries, got shape {tuple(offsets.shape)}")
+    first, last = int(offsets[0]), int(offsets[-1])
+    if first != 0 or last != n_rows:
+        raise ValueError(f"offsets must start at 0 and end at N={n_rows} (rows of h), got {first} ... {last}")
+    lengths = offsets[1:] - offsets[:-1]
+    if bool((lengths <= 0).any()):
+        bad = int(torch.nonzero(lengths <= 0)[0, 0])
+        raise ValueError(f"every bag must hold >= 1 row; bag {bad} has length {int(lengths[bad])}")
+
+
+def mil_attention_pool(
+    h: torch.Tensor,
+    scores: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    normalize: str = "sigmoid",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Attention-weighted mean of each bag's features.
+
+    Args:
+        h: ``(N, D)`` float32/bf16/fp16 patch features of all bags, back to back.
+        scores: ``(N,)`` attention logits (one per row of ``h``).
+        offsets: ``(B+1,)`` int64 bag boundaries; bag ``b`` is rows
+            ``offsets[b]:offsets[b+1]``; every bag non-empty.
+        normalize: ``"sigmoid"`` (sigmoid weights divided by their sum) or ``"softmax"``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"``.
+
+    Returns:
+        ``(B, D)`` pooled features in ``h.dtype`` (accumulated in float32).
+
+    Raises ``ValueError`` for an empty bag, offsets that do not cover ``h``,
+    mismatched lengths, bad dtypes/shapes or an unknown ``normalize``.
+    Validation reads ``offsets`` on the host (one synchronisation on CUDA).
+    """
+    check_tensor("h", h, ndim=2, dtypes=FLOAT_DTYPES)
+    check_tensor("scores", scores, ndim=1, dtypes=FLOAT_DTYPES)
+    if scores.shape[0] != h.shape[0]:
+        raise ValueError(f"scores must have one entry per row of h: h {tuple(h.shape)}, scores {tuple(scores.shape)}")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+    check_same_device(h=h, scores=scores, offsets=offsets)
+    check_offsets(offsets, h.shape[0])
+    offsets = offsets.long()
+    if resolve_backend(backend, h, scores, offsets) == "triton":
+        from fastmed.kernels.mil_pool_triton import mil_attention_pool_triton
+
+        return mil_attention_pool_triton(h, scores, offsets, normalize=normalize)
+    return mil_attention_pool_reference(h, scores, offsets, normalize=normalize)
