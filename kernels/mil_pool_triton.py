@@ -30,6 +30,17 @@ CHUNK_ROWS = 1024  # rows of one bag handled by one program (GPU default)
 
 
 @triton.jit
+def _row_weights(s_ptr, rows, rmask, bag_max, SOFTMAX: tl.constexpr):
+    """float32 weights ``w`` of rows ``rows`` (0 where ``rmask`` is false)."""
+    s = tl.load(s_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
+    if SOFTMAX:
+        w = tl.exp(s - bag_max)
+    else:
+        w = tl.sigmoid(s)
+    return tl.where(rmask, w, 0.0)
+
+
+@triton.jit
 def _mil_pool_fwd_kernel(
     h_ptr,          # (N, D) features, any float dtype, strides (stride_hn, stride_hd)
     s_ptr,          # (N,) scores, contiguous
@@ -59,12 +70,7 @@ def _mil_pool_fwd_kernel(
     for r0 in range(lo, hi, BLOCK_N):
         rows = r0 + tl.arange(0, BLOCK_N)
         rmask = rows < hi
-        s = tl.load(s_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
-        if SOFTMAX:
-            w = tl.exp(s - bag_max)
-        else:
-            w = tl.sigmoid(s)
-        w = tl.where(rmask, w, 0.0)
+        w = _row_weights(s_ptr, rows, rmask, bag_max, SOFTMAX)
         x = tl.load(
             h_ptr + rows[:, None] * stride_hn + cols[None, :] * stride_hd,
             mask=rmask[:, None] & cmask[None, :],
@@ -107,12 +113,8 @@ def _mil_pool_bwd_kernel(
     for r0 in range(lo, hi, BLOCK_N):
         rows = r0 + tl.arange(0, BLOCK_N)
         rmask = rows < hi
-        s = tl.load(s_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
-        if SOFTMAX:
-            w = tl.exp(s - bag_max)
-        else:
-            w = tl.sigmoid(s)
-        a = tl.where(rmask, w / total, 0.0)
+        w = _row_weights(s_ptr, rows, rmask, bag_max, SOFTMAX)
+        a = w / total
         dot = tl.zeros([BLOCK_N], dtype=tl.float32)
         for d0 in range(0, D, BLOCK_D):
             cols = d0 + tl.arange(0, BLOCK_D)
