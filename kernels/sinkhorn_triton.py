@@ -48,6 +48,13 @@ def _cost_tile(zr, zr_sq, zc, zc_sq, P: tl.constexpr):
 
 
 @triton.jit
+def _load_points(z_b, off, idx, mask, d, dmask, s_zl):
+    """Points ``z_b[off + idx, :]`` as float32 ``(len(idx), BLOCK_D)`` (zeros where masked) and their squared norms."""
+    pts = tl.load(z_b + (off + idx)[:, None] * s_zl + d[None, :], mask=mask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
+    return pts, tl.sum(pts * pts, axis=1)
+
+
+@triton.jit
 def _segment(t_row, t_col, N, M):
     """(row offset, row count, column offset, column count) of a term."""
     row_off = t_row * N
@@ -83,8 +90,7 @@ def _softmin_step_kernel(
     d = tl.arange(0, BLOCK_D)
     dmask = d < D
     z_b = z_ptr + b * s_zb
-    zr = tl.load(z_b + (row_off + rows)[:, None] * s_zl + d[None, :], mask=rmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
-    zr_sq = tl.sum(zr * zr, axis=1)
+    zr, zr_sq = _load_points(z_b, row_off, rows, rmask, d, dmask, s_zl)
     pot_b = pot_in_ptr + b * 2 * L + slot * L
 
     run_max = tl.full((BLOCK_R,), NEG_BIG, tl.float32)
@@ -92,8 +98,7 @@ def _softmin_step_kernel(
     for c0 in range(0, n_cols, BLOCK_C):
         cols = c0 + tl.arange(0, BLOCK_C)
         cmask = cols < n_cols
-        zc = tl.load(z_b + (col_off + cols)[:, None] * s_zl + d[None, :], mask=cmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
-        zc_sq = tl.sum(zc * zc, axis=1)
+        zc, zc_sq = _load_points(z_b, col_off, cols, cmask, d, dmask, s_zl)
         cost, sq = _cost_tile(zr, zr_sq, zc, zc_sq, P)
         h = tl.load(logw_ptr + b * L + col_off + cols, mask=cmask, other=0.0)
         if USE_POT:
@@ -132,8 +137,7 @@ def _grad_kernel(
     d = tl.arange(0, BLOCK_D)
     dmask = d < D
     z_b = z_ptr + b * s_zb
-    zr = tl.load(z_b + (row_off + rows)[:, None] * s_zl + d[None, :], mask=rmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
-    zr_sq = tl.sum(zr * zr, axis=1)
+    zr, zr_sq = _load_points(z_b, row_off, rows, rmask, d, dmask, s_zl)
 
     acc = tl.zeros((BLOCK_R, BLOCK_D), tl.float32)
     for k in tl.static_range(2):  # k = 0: cross term (+), k = 1: self term (-)
@@ -145,8 +149,7 @@ def _grad_kernel(
             for c0 in range(0, n_cols, BLOCK_C):
                 cols = c0 + tl.arange(0, BLOCK_C)
                 cmask = cols < n_cols
-                zc = tl.load(z_b + (col_off + cols)[:, None] * s_zl + d[None, :], mask=cmask[:, None] & dmask[None, :], other=0.0).to(tl.float32)
-                zc_sq = tl.sum(zc * zc, axis=1)
+                zc, zc_sq = _load_points(z_b, col_off, cols, cmask, d, dmask, s_zl)
                 cost, sq = _cost_tile(zr, zr_sq, zc, zc_sq, P)
                 h = tl.load(logw_ptr + b * L + col_off + cols, mask=cmask, other=0.0)
                 h += tl.load(pot_ptr + b * 2 * L + k * L + col_off + cols, mask=cmask, other=0.0) * inv_eps
