@@ -1,0 +1,48 @@
+import numpy as np
+from PIL import Image
+
+from fastmed.cli import main
+from fastmed.engine.checkpoint import make_checkpoint, save_checkpoint
+from fastmed.nets.registry import create_model
+from fastmed.seg.predict import overlay_mask
+
+
+def test_overlay_marks_mask_only():
+    img = np.zeros((8, 8, 3), np.uint8)
+    m = np.zeros((8, 8), np.uint8)
+    m[2:6, 2:6] = 1
+    out = overlay_mask(img, m)
+    assert out[0, 0].tolist() == [0, 0, 0] and out[3, 3, 0] > 0 and out[2, 2].tolist() == [255, 40, 40]
+
+
+def test_seg_predict_cli(synth_root, tmp_path, capsys):
+    kwargs = {"base_width": 4, "depth": 2}
+    ckpt = make_checkpoint(create_model("unet", **kwargs), task="seg", kind="segmenter", arch="unet",
+                           arch_kwargs=kwargs, class_names=["polyp"], input_size=[32, 32])
+    weights = save_checkpoint(tmp_path / "seg.pt", ckpt)
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in sorted((synth_root / "seg" / "test" / "images").iterdir())[:3]:
+        (src / p.name).write_bytes(p.read_bytes())
+    (src / "broken.png").write_bytes(b"junk")
+    out = tmp_path / "pred"
+    rc = main(["seg", "predict", "--weights", str(weights), "--source", str(src), "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    assert "skipped 1" in capsys.readouterr().out
+    masks = sorted((out / "masks").glob("*.png"))
+    assert len(masks) == 3 and len(list((out / "overlays").glob("*.png"))) == 3
+    m = np.asarray(Image.open(masks[0]))
+    assert m.shape == (64, 64) and set(np.unique(m)) <= {0, 255}
+    assert (out / "predictions.csv").read_text().count("\n") == 4
+
+
+def test_seg_predict_refuses_classifier(tmp_path):
+    from fastmed.errors import FastmedError
+    import pytest
+    from fastmed.cfg.seg import SegPredictConfig
+    from fastmed.seg.predict import run_predict
+
+    ck = make_checkpoint(create_model("resnet18", num_classes=2), task="polyp", kind="classifier", arch="resnet18", arch_kwargs={"num_classes": 2})
+    path = save_checkpoint(tmp_path / "c.pt", ck)
+    with pytest.raises(FastmedError, match="segmenter"):
+        run_predict(SegPredictConfig(weights=str(path), source=str(tmp_path), device="cpu"))
