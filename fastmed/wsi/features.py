@@ -1,0 +1,120 @@
+"""``fastmed wsi features``: encode every patch of every tiled slide with a frozen CNN.
+
+Reads ``<tiles>/<slide_id>.h5`` (from ``wsi tile``), reads the patches from the
+slide (DataLoader workers, each with its own OpenSlide handle), and writes
+``<out>/<slide_id>.h5`` with the same coordinates/labels plus ``features
+(T, F)``. Existing outputs are kept (resume); a slide that fails is skipped
+and reported in ``<out>/errors.csv``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fastmed.engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD
+from fastmed.engine.device import select_device
+from fastmed.engine.progress import progress
+from fastmed.wsi.batch_report import print_failures, write_report
+from fastmed.wsi.encoders import build_encoder
+from fastmed.wsi.patch_file import PatchSet, list_patch_files, read_patch_file, write_patch_file
+from fastmed.wsi.slide_io import PatchGeometry, open_slide, read_patch
+
+
+class SlidePatches(torch.utils.data.Dataset):
+    """The patches of one slide as ``(3, P, P)`` float tensors in [0, 1]; opens the slide lazily per worker."""
+
+    def __init__(self, slide_path: str, coords: np.ndarray, geom: PatchGeometry):
+        self.slide_path, self.coords, self.geom = slide_path, coords, geom
+        self._slide = None
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if self._slide is None:
+            self._slide = open_slide(self.slide_path)
+        x, y = self.coords[i]
+        return torch.from_numpy(read_patch(self._slide, x, y, self.geom).copy()).permute(2, 0, 1).float() / 255
+
+
+def geometry_of(ps: PatchSet) -> PatchGeometry:
+    """The patch geometry recorded by ``wsi tile``."""
+    a = ps.attrs
+    mpp = float(a["mpp"])
+    return PatchGeometry(int(a["level"]), float(a["downsample"]), int(a["read_size"]), int(a["patch_size"]),
+                         int(a["size0"]), None if np.isnan(mpp) else mpp, str(a.get("mpp_source", "")))
+
+
+@torch.no_grad()
+def encode_slide(tile_file: Path, out_file: Path, encoder: torch.nn.Module, enc_attrs: dict[str, Any], device: torch.device,
+                 batch_size: int, workers: int, slides_dir: Path | None, show_progress: bool) -> dict[str, Any]:
+    """Encode one slide's patches; write ``out_file``; return a summary row."""
+    t0 = time.perf_counter()
+    ps = read_patch_file(tile_file)
+    slide_path = str(ps.attrs["slide_path"])
+    if slides_dir is not None:
+        slide_path = str(slides_dir / Path(slide_path).name)
+    open_slide(slide_path).close()  # fail early with a clear message
+    mean = torch.tensor(IMAGENET_MEAN, device=device)[None, :, None, None]
+    std = torch.tensor(IMAGENET_STD, device=device)[None, :, None, None]
+    loader = torch.utils.data.DataLoader(SlidePatches(slide_path, ps.coords, geometry_of(ps)), batch_size=batch_size,
+                                         num_workers=workers, shuffle=False)
+    feats = []
+    for x in progress(loader, desc=ps.slide_id, enabled=show_progress):
+        x = (x.to(device, non_blocking=True) - mean) / std
+        feats.append(encoder(x).float().cpu())
+    dim = enc_attrs["feature_dim"]
+    features = torch.cat(feats).numpy() if feats else np.zeros((0, dim), np.float32)
+    ps.features = features
+    ps.attrs = {**ps.attrs, **enc_attrs, "slide_path": slide_path}
+    write_patch_file(out_file, ps)
+    secs = time.perf_counter() - t0
+    return {"slide": ps.slide_id, "patches": len(ps.coords), "seconds": round(secs, 3),
+            "patches_per_s": round(len(ps.coords) / secs, 1) if secs > 0 else None}
+
+
+def extract_features(tiles: str | Path, out: str | Path, encoder_name: str = "resnet50_l3", weights: str | None = None,
+                     device: str = "auto", batch_size: int = 64, workers: int = 0, slides: str | Path | None = None,
+                     overwrite: bool = False, seed: int = 0, show_progress: bool = True) -> dict[str, Any]:
+    """Encode all tiled slides in ``tiles``; return the summary (also ``out/features.json``)."""
+    tiles, out = Path(tiles), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = select_device(device)
+    encoder, dim = build_encoder(encoder_name, weights, seed)
+    encoder.to(dev)
+    enc_attrs = {"encoder": encoder_name, "encoder_weights": weights or "", "feature_dim": dim, "encoder_seed": seed}
+    files = list_patch_files(tiles)
+    todo = [f for f in files if overwrite or not (out / f.name).exists()]
+    done, failed = [], []
+    t0 = time.perf_counter()
+    for f in progress(todo, desc="features", enabled=show_progress):
+        try:
+            done.append(encode_slide(f, out / f.name, encoder, enc_attrs, dev, batch_size, workers,
+                                     Path(slides) if slides else None, show_progress))
+        except Exception as exc:  # noqa: BLE001 - one bad slide is reported, the rest go on
+            failed.append((f.stem, f"{type(exc).__name__}: {exc}".replace("\n", " ")))
+    wall = time.perf_counter() - t0
+    n = sum(r["patches"] for r in done)
+    summary = {"encoder": encoder_name, "feature_dim": dim, "weights": weights or "random init (seeded)",
+               "slides_found": len(files), "skipped_existing": len(files) - len(todo), "patches": n,
+               "wall_s": round(wall, 3), "patches_per_s": round(n / wall, 1) if wall > 0 else None}
+    write_report(out, "features", done, failed, summary)
+    return {**summary, "n_ok": len(done), "n_failed": len(failed), "failed": failed}
+
+
+def run_features(cfg) -> int:
+    """CLI runner of ``fastmed wsi features``."""
+    torch.manual_seed(cfg.seed)
+    res = extract_features(cfg.tiles, cfg.out, cfg.encoder, cfg.weights, cfg.device, cfg.batch_size, cfg.workers,
+                           cfg.slides, cfg.overwrite, cfg.seed, cfg.progress)
+    print(f"encoded {res['n_ok']} slide(s), {res['patches']} patches with {res['encoder']} ({res['feature_dim']} features, "
+          f"{res['weights']}) in {res['wall_s']:.1f} s; {res['skipped_existing']} already done; output: {cfg.out}")
+    print_failures(res["failed"], Path(cfg.out))
+    if res["n_failed"] and res["n_ok"] == 0 and res["skipped_existing"] == 0:
+        print("error: every slide failed")
+        return 1
+    return 0
