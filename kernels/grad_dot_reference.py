@@ -255,6 +255,11 @@ def per_sample_grad_dot_reference(
         now = [t._version for t in call.args if isinstance(t, torch.Tensor)]
         if now != call.versions:
             raise RuntimeError(f"the input of layer {call.module_name!r} was modified in place after the layer used it")
+        if call.delta.shape[0] != inputs.shape[0]:
+            raise ValueError(
+                f"layer {call.module_name!r} sees a batch of {call.delta.shape[0]} rows, not the {inputs.shape[0]} samples; "
+                "per-sample rules need every layer's first dimension to be the sample"
+            )
         if type(module) in KNOWN_TYPES:
             total = total + layer_dot(module, call.args[0].detach(), call.delta, g).to(total.dtype)
         else:

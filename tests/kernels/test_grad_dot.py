@@ -1,0 +1,171 @@
+"""per_sample_grad_dot vs torch.func (vmap of grad), the ground truth; Triton contraction vs reference."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastmed.kernels import per_sample_grad_dot
+
+
+class ZooNet(nn.Module):
+    """Strided, dilated, grouped, rectangular and transposed convs (1-d and 2-d), GroupNorm, LayerNorm, Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.g1 = nn.GroupNorm(4, 8)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=4)
+        self.c3 = nn.Conv2d(8, 6, (3, 2), stride=(1, 2), padding=(1, 0), bias=False)
+        self.t1 = nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1, groups=2)
+        self.c1d = nn.Conv1d(4, 4, 3, padding=1, stride=1, dilation=1)
+        self.t1d = nn.ConvTranspose1d(4, 4, 2, stride=2)
+        self.ln = nn.LayerNorm(4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = F.relu(self.g1(self.c1(x)), inplace=True)  # in-place after a hooked layer
+        h = F.relu(self.c2(h))
+        h = torch.tanh(self.c3(h))
+        h = self.t1(h)                                  # (M, 4, H', W')
+        m, c, hh, ww = h.shape
+        r = self.t1d(torch.sin(self.c1d(h.flatten(2))))  # 1-d layers on (M, 4, H'W')
+        h = r.reshape(m, c, hh, 2 * ww).permute(0, 2, 3, 1)  # channels last
+        return self.fc(self.ln(h)).permute(0, 3, 1, 2)
+
+
+def mse_per_sample(out, y):
+    return ((out - y) ** 2).flatten(1).mean(1)
+
+
+def ground_truth(model, loss_fn, x, y, direction):
+    """Materialized per-sample gradients with torch.func, dotted with the direction."""
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+
+    def one(p, xi, yi):
+        return loss_fn(torch.func.functional_call(model, (p, buffers), (xi[None],)), yi[None])[0]
+
+    grads = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))(params, x, y)
+    return sum((grads[k] * g).flatten(1).sum(1) for k, g in direction.items())
+
+
+def _problem(model, dtype, m=4, shape=(3, 11, 13)):
+    model = model.to(dtype)
+    x = torch.randn(m, *shape, dtype=dtype)
+    with torch.no_grad():
+        y = torch.randn_like(model(x))
+    direction = {k: torch.randn_like(v) for k, v in model.named_parameters()}
+    return model, x, y, direction
+
+
+# dtype -> (atol, rtol) against torch.func
+TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-4, 1e-4)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_matches_torch_func_on_layer_zoo(dtype):
+    model, x, y, g = _problem(ZooNet(), dtype)
+    got = per_sample_grad_dot(model, mse_per_sample, x, y, g, backend="torch")
+    want = ground_truth(model, mse_per_sample, x, y, g)
+    assert got.shape == (4,) and got.dtype == dtype
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(got, want, atol=atol, rtol=rtol)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_triton_contraction_matches_torch_func_fp32():
+    model, x, y, g = _problem(ZooNet(), torch.float32, m=3, shape=(3, 9, 7))
+    got = per_sample_grad_dot(model, mse_per_sample, x, y, g, backend="triton")
+    want = ground_truth(model, mse_per_sample, x, y, g)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_unet_and_partial_direction():
+    from fastmed.nets.unet import UNet
+
+    model, x, y, g = _problem(UNet(base_width=4, depth=2, up="transpose"), torch.float64, m=3, shape=(3, 16, 16))
+    some = {k: v for i, (k, v) in enumerate(g.items()) if i % 3 == 0}  # others count as zero
+    got = per_sample_grad_dot(model, mse_per_sample, x, y, some)
+    torch.testing.assert_close(got, ground_truth(model, mse_per_sample, x, y, some), atol=1e-10, rtol=1e-10)
+
+
+def test_existing_grad_untouched_and_non_contiguous_input():
+    model, x, y, g = _problem(ZooNet(), torch.float64, m=3)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 7.0)
+    xt = x.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
+    got = per_sample_grad_dot(model, mse_per_sample, xt, y, g)
+    torch.testing.assert_close(got, ground_truth(model, mse_per_sample, x, y, g))
+    assert all(bool((p.grad == 7.0).all()) for p in model.parameters())
+
+
+def test_batchnorm_train_refused_eval_accepted():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 1, 1)).double()
+    model, x, y, g = _problem(model, torch.float64, shape=(3, 8, 8))
+    with pytest.raises(ValueError, match="not independent"):
+        per_sample_grad_dot(model, mse_per_sample, x, y, g)
+    model.eval()
+    torch.testing.assert_close(per_sample_grad_dot(model, mse_per_sample, x, y, g), ground_truth(model, mse_per_sample, x, y, g))
+
+
+def test_unknown_layer_falls_back_exactly_with_warning():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.PReLU(4), nn.Conv2d(4, 2, 1))
+    model, x, y, g = _problem(model, torch.float64, shape=(3, 7, 7))
+    with pytest.warns(UserWarning, match="PReLU"):
+        got = per_sample_grad_dot(model, mse_per_sample, x, y, g)
+    torch.testing.assert_close(got, ground_truth(model, mse_per_sample, x, y, g))
+
+
+class TiedHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(5, 3)
+        self.extra = nn.Linear(3, 3)  # its weight is used outside its own forward
+
+    def forward(self, x):
+        return F.linear(torch.tanh(self.enc(x)), self.extra.weight)
+
+
+def test_parameter_used_outside_forward_uses_slow_exact_path():
+    model, x, y, g = _problem(TiedHead(), torch.float64, m=5, shape=(5,))
+    g.pop("extra.bias")  # unused by the model; grad is zero anyway
+    with pytest.warns(UserWarning, match="extra.weight"):
+        got = per_sample_grad_dot(model, mse_per_sample, x, y, g)
+    torch.testing.assert_close(got, ground_truth(model, mse_per_sample, x, y, g))
+
+
+class Folded(nn.Module):
+    """Folds a second axis into the batch before a Conv1d: layer rows are not samples."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Conv1d(2, 2, 3)
+
+    def forward(self, x):
+        return self.inner(x.flatten(0, 1))
+
+
+def test_folded_sample_dimension_refused():
+    x = torch.randn(3, 4, 2, 8)
+    with pytest.raises(ValueError, match="first dimension"):
+        per_sample_grad_dot(Folded(), lambda o, t: o.reshape(3, -1).sum(1), x, None, {"inner.weight": torch.randn(2, 2, 3)})
+
+
+def test_input_validation():
+    model, x, y, g = _problem(ZooNet(), torch.float32, m=2)
+    with pytest.raises(ValueError, match="not a parameter"):
+        per_sample_grad_dot(model, mse_per_sample, x, y, {"c9.weight": g["c1.weight"]})
+    with pytest.raises(ValueError, match="shape"):
+        per_sample_grad_dot(model, mse_per_sample, x, y, {"c1.weight": g["c1.weight"][:1]})
+    with pytest.raises(TypeError, match="dict"):
+        per_sample_grad_dot(model, mse_per_sample, x, y, [g["c1.weight"]])
+    with pytest.raises(ValueError, match="per-sample losses"):
+        per_sample_grad_dot(model, lambda o, t: ((o - t) ** 2).mean(), x, y, g)
+    with pytest.raises(ValueError, match="floating"):
+        per_sample_grad_dot(model, mse_per_sample, x.long(), y, g)
+    with pytest.raises(ValueError, match="backend"):
+        per_sample_grad_dot(model, mse_per_sample, x, y, g, backend="cuda")
