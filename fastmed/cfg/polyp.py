@@ -15,6 +15,8 @@ class PolypTrainConfig(TrainOptions):
     weights_init: str | None = opt(None, "initial weights: a fastmed checkpoint or a torchvision state_dict file")
     val_fraction: float = opt(0.2, "validation fraction when DATA has no val/ folder")
     augment: bool = opt(True, "random flips, rotations and colour jitter during training")
+    pretrained: str | None = opt(None, "encoder weights from `fastmed polyp pretrain` (same --arch); the head stays random")
+    extra_data: list[str] = opt([], "extra class-folder datasets (e.g. generated images) added to the training set; comma-separated")
 
 
 @dataclass(kw_only=True)
@@ -25,9 +27,93 @@ class PolypPredictConfig(RunOptions):
     save: str | None = opt(None, "write predictions to this .csv or .json file (default: <out>/predictions.csv)")
 
 
+
+@dataclass(kw_only=True)
+class PolypAugmentConfig(TrainOptions):
+    """``fastmed polyp augment``: train the class-conditioned generator (G, restorer F, discriminator D)."""
+
+    data: str = opt(help="dataset folder with train/ class folders (or a folder of class folders)")
+    image_size: int = opt(64, "image side in pixels (divisible by 4)")
+    per_class: int = opt(4, "real images per class and half-batch (a step sees 2 x per_class x classes images)")
+    steps_per_epoch: int = opt(50, "generator updates per epoch")
+    lr: float = opt(2e-4, "Adam learning rate of G, F and D")
+    base: int = opt(32, "channel width of G, F and D")
+    w_adv: float = opt(1.0, "weight of the adversarial loss")
+    w_gen: float = opt(10.0, "weight of the generation (cycle L1) loss")
+    w_pred: float = opt(1.0, "weight of the prediction (class) loss")
+    w_dist1: float = opt(1.0, "weight of the first distribution loss (-D, real vs generated, per class); 0 = off")
+    w_dist2: float = opt(1.0, "weight of the second distribution loss (-sum over class pairs); 0 = off")
+    d_fake_class_weight: float = opt(0.5, "weight of the discriminator class head's negative prediction loss on generated images")
+    margin: float = opt(0.1, "hinge on the distribution distances: -min(D, margin) (guard on the unbounded -D)")
+    blur: float = opt(0.05, "Sinkhorn blur on the L2-normalised features")
+    features: str | None = opt(None, "frozen feature CNN: a fastmed classifier checkpoint (e.g. the recognizer); default: a seeded random --feature-arch")
+    feature_arch: str = opt("resnet18", "architecture of the random frozen feature CNN when --features is not given")
+    loss_threshold: float | None = opt(None, "update condition: stop updating once an epoch's mean target loss is below this")
+
+    def validate(self) -> None:
+        super().validate()
+        from fastmed.errors import ConfigError
+
+        if self.image_size % 4:
+            raise ConfigError(f"option --image-size must be divisible by 4, got {self.image_size}")
+        if self.per_class < 2 or self.steps_per_epoch < 1:
+            raise ConfigError(f"options --per-class >= 2 and --steps-per-epoch >= 1 needed, got {self.per_class}, {self.steps_per_epoch}")
+        if self.margin <= 0 or self.blur <= 0:
+            raise ConfigError(f"options --margin and --blur must be > 0, got {self.margin}, {self.blur}")
+
+
+@dataclass(kw_only=True)
+class PolypGenerateConfig(RunOptions):
+    """``fastmed polyp generate``: write a labelled generated dataset with a trained generator."""
+
+    weights: str = opt(help="generator checkpoint of `fastmed polyp augment` (weights/best.pt or last.pt)")
+    data: str = opt(help="source images: DATA/train/<class>/ or DATA/<class>/ (class names must match the generator's)")
+    out: str = opt(help="output folder: OUT/<class>/<image>.png, OUT/manifest.csv, OUT/samples.png")
+    per_image: int = opt(1, "generated images per source image (different noise)")
+    batch_size: int = opt(32, "images per forward pass")
+
+    def validate(self) -> None:
+        from fastmed.errors import ConfigError
+
+        if self.per_image < 1 or self.batch_size < 1:
+            raise ConfigError(f"options --per-image and --batch-size must be >= 1, got {self.per_image}, {self.batch_size}")
+
+
+@dataclass(kw_only=True)
+class PolypPretrainConfig(TrainOptions):
+    """``fastmed polyp pretrain``: Models-Genesis self-supervised pre-training of the recognizer's encoder."""
+
+    data: str = opt(help="image folder (searched recursively; DATA/train/ is used when present); labels are not needed")
+    arch: str = opt("resnet18", "classifier architecture whose encoder is pre-trained (same as `polyp train --arch`)")
+    num_classes: int = opt(3, "head size of the saved classifier (the head is not trained; `polyp train` skips it)")
+    image_size: int = opt(64, "image side in pixels")
+    val_fraction: float = opt(0.1, "images held out to measure restoration error")
+    bezier_prob: float = opt(0.9, "probability of the Bezier intensity transform (half of them inverted)")
+    shuffle_prob: float = opt(0.5, "probability of local pixel shuffling")
+    shuffle_window: int = opt(8, "largest shuffling window side (px); keep it below the encoder's receptive field")
+    paint_prob: float = opt(0.0, "probability of in-/out-painting (optional; 0 = off)")
+    outpaint_share: float = opt(0.8, "share of painting that is out-painting (the rest in-painting)")
+
+    def validate(self) -> None:
+        super().validate()
+        from fastmed.errors import ConfigError
+
+        for name in ("bezier_prob", "shuffle_prob", "paint_prob", "outpaint_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"option --{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+        if self.shuffle_window < 2:
+            raise ConfigError(f"option --shuffle-window must be >= 2, got {self.shuffle_window}")
+
+
 COMMANDS = [
     Command("polyp", "train", PolypTrainConfig, "fastmed.polyp.train:run_train",
             "train the polyp recognizer on class folders"),
     Command("polyp", "predict", PolypPredictConfig, "fastmed.polyp.predict:run_predict",
             "per-image class probabilities from a recognizer checkpoint"),
+    Command("polyp", "augment", PolypAugmentConfig, "fastmed.polyp.augment:run_augment",
+            "train the class-conditioned generator (cycle + class + Sinkhorn distribution losses)"),
+    Command("polyp", "generate", PolypGenerateConfig, "fastmed.polyp.generate:run_generate",
+            "write a labelled generated dataset (class folders + manifest) with a trained generator"),
+    Command("polyp", "pretrain", PolypPretrainConfig, "fastmed.polyp.pretrain:run_pretrain",
+            "Models-Genesis self-supervised pre-training of the recognizer encoder"),
 ]

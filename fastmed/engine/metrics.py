@@ -1,0 +1,26 @@
+"""Classification metrics on integer labels (NumPy; no scikit-learn needed)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(C, C)`` counts; rows are true classes, columns predicted classes."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    return cm
+
+
+def macro_f1(cm: np.ndarray) -> float:
+    """Unweighted mean of per-class F1 over classes that occur in truth or prediction."""
+    tp = np.diag(cm).astype(float)
+    support = cm.sum(1) + cm.sum(0)
+    f1 = np.divide(2 * tp, support, out=np.zeros_like(tp), where=support > 0)
+    present = support > 0
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+def accuracy(cm: np.ndarray) -> float:
+    """Fraction of correct predictions (0 when there are none)."""
+    total = cm.sum()
+    return float(np.trace(cm) / total) if total else 0.0
