@@ -12,7 +12,7 @@ class SynthConfig:
     seed: int = opt(0, "random seed; the same seed writes the same files")
     size: str = opt("small", "dataset size", choices=("tiny", "small", "demo", "large"))
     parts: list[str] = opt(["polyp", "seg", "slides"], "which datasets to write (comma-separated)")
-    shift: float = opt(0.5, "illumination/colour shift strength of the polyp test_shift split (0 = none)")
+    shift: float = opt(1.0, "illumination/colour shift strength of the polyp test_shift split (0 = none)")
     image_size: int = opt(64, "polyp and segmentation image side in pixels")
 
 

@@ -27,7 +27,7 @@ SIZES = {
 PARTS = ("polyp", "seg", "slides")
 
 
-def make_synthetic(root: str | os.PathLike, seed: int = 0, size: str = "small", parts: Sequence[str] = PARTS, shift: float = 0.5, image_size: int = 64) -> Path:
+def make_synthetic(root: str | os.PathLike, seed: int = 0, size: str = "small", parts: Sequence[str] = PARTS, shift: float = 1.0, image_size: int = 64) -> Path:
     """Write the requested ``parts`` under ``root``; return ``root``.
 
     A part whose folder already holds a ``.complete`` marker for the same

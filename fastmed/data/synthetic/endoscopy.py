@@ -71,16 +71,18 @@ def mucosa(rng: np.random.Generator, size: int) -> np.ndarray:
 def random_lesion(rng: np.random.Generator, size: int, kind: str, margin: float = 0.2) -> Lesion:
     """A lesion of ``kind`` ``"hyperplastic"`` (small, smooth, pale) or ``"adenoma"``
     (larger, lobulated, red, pit-patterned), placed inside the image."""
+    # The two kinds overlap in size, outline and texture, so that telling them
+    # apart needs the combination of cues (as in real polyp subtyping).
     if kind == "hyperplastic":
-        radius = rng.uniform(0.09, 0.15) * size
-        harmonics = [(2, rng.uniform(0.0, 0.08), rng.uniform(0, 2 * np.pi))]
-        color = (rng.uniform(0.84, 0.93), rng.uniform(0.54, 0.66), rng.uniform(0.48, 0.60))
-        texture = rng.uniform(0.0, 0.1)
+        radius = rng.uniform(0.08, 0.16) * size
+        harmonics = [(2, rng.uniform(0.0, 0.10), rng.uniform(0, 2 * np.pi)), (3, rng.uniform(0.0, 0.06), rng.uniform(0, 2 * np.pi))]
+        color = (rng.uniform(0.80, 0.92), rng.uniform(0.48, 0.62), rng.uniform(0.42, 0.56))
+        texture = rng.uniform(0.0, 0.35)
     elif kind == "adenoma":
-        radius = rng.uniform(0.14, 0.22) * size
-        harmonics = [(int(k), rng.uniform(0.08, 0.16), rng.uniform(0, 2 * np.pi)) for k in rng.choice([3, 4, 5, 6], 2, replace=False)]
-        color = (rng.uniform(0.70, 0.82), rng.uniform(0.24, 0.34), rng.uniform(0.24, 0.32))
-        texture = rng.uniform(0.6, 1.0)
+        radius = rng.uniform(0.11, 0.21) * size
+        harmonics = [(int(k), rng.uniform(0.04, 0.15), rng.uniform(0, 2 * np.pi)) for k in rng.choice([3, 4, 5, 6], 2, replace=False)]
+        color = (rng.uniform(0.70, 0.84), rng.uniform(0.26, 0.40), rng.uniform(0.24, 0.36))
+        texture = rng.uniform(0.25, 0.9)
     else:
         raise ValueError(f"unknown lesion kind {kind!r}")
     lo, hi = margin * size + radius, (1 - margin) * size - radius
@@ -110,7 +112,7 @@ def finish(rng: np.random.Generator, img: np.ndarray, shift: float = 0.0) -> np.
     """Sensor noise, an optional illumination/colour ``shift`` (0 = none), then uint8."""
     img = img + rng.normal(0, 0.015, img.shape)
     if shift > 0:
-        gain = 1 + shift * rng.uniform(-0.35, 0.35, 3)          # colour cast
-        gamma = np.exp(shift * rng.uniform(-0.4, 0.4))           # exposure
+        gain = 1 + shift * rng.uniform(-0.3, 0.3, 3)            # colour cast
+        gamma = np.exp(shift * rng.uniform(-0.6, 0.6))           # exposure
         img = np.clip(img, 0, 1) ** gamma * gain
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)

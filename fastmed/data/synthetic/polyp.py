@@ -27,7 +27,7 @@ def render_polyp_image(rng: np.random.Generator, cls: str, size: int, shift: flo
     return finish(rng, img, shift)
 
 
-def make_polyp_dataset(out: str | os.PathLike, per_class: dict[str, int], seed: int = 0, size: int = 64, shift: float = 0.5) -> Path:
+def make_polyp_dataset(out: str | os.PathLike, per_class: dict[str, int], seed: int = 0, size: int = 64, shift: float = 1.0) -> Path:
     """Write the splits; ``per_class`` maps split name → images per class.
 
     Every split has its own seed stream, so changing one split's size does
