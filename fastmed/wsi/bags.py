@@ -1,0 +1,114 @@
+"""Slides as bags of patch features, and ragged batches of several bags.
+
+A batch of ``B`` slides is one ``(N, F)`` feature matrix with ``offsets
+(B+1,)`` — no padding, no batch-size-1 loop.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fastmed.errors import DataError
+from fastmed.kernels.mil_pool import bag_offsets
+from fastmed.wsi.patch_file import list_patch_files, read_patch_file
+
+
+@dataclass
+class SlideBag:
+    """One slide: ``features (n, F)`` float32, ``coords (n, 2)``, ``patch_labels (n,)`` (0/1, -1 unknown)."""
+
+    slide_id: str
+    features: torch.Tensor
+    coords: np.ndarray
+    patch_labels: torch.Tensor
+    label: int  # 0/1; -1 when unknown (prediction)
+    attrs: dict
+
+
+@dataclass
+class BagBatch:
+    """Ragged batch: ``x (N, F)``, ``offsets (B+1,)``, ``labels (B,)``, ``patch_labels (N,)``."""
+
+    x: torch.Tensor
+    offsets: torch.Tensor
+    labels: torch.Tensor
+    patch_labels: torch.Tensor
+    slide_ids: list[str]
+
+    def to(self, device: torch.device) -> "BagBatch":
+        return BagBatch(self.x.to(device), self.offsets.to(device), self.labels.to(device), self.patch_labels.to(device), self.slide_ids)
+
+
+def read_labels(path: str | os.PathLike) -> dict[str, str]:
+    """``slide_id -> label`` from a CSV with columns ``slide_id,label``."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise DataError(f"cannot read labels file {path}: {exc}") from exc
+    if not rows or not {"slide_id", "label"} <= set(rows[0]):
+        raise DataError(f"labels file {path} needs a header with columns slide_id,label")
+    return {r["slide_id"].strip(): r["label"].strip() for r in rows}
+
+
+def load_bags(folder: str | os.PathLike, labels: dict[str, str] | None = None, positive: str = "tumor") -> tuple[list[SlideBag], list[str]]:
+    """Feature files of ``folder`` as bags; returns ``(bags, skipped slide ids)``.
+
+    With ``labels``, slides missing from it are skipped. Patch labels come
+    from annotation overlaps; a negative slide without annotations has all
+    patches negative (by definition of a negative slide); otherwise unknown (-1).
+    """
+    bags, skipped = [], []
+    for path in list_patch_files(folder):
+        ps = read_patch_file(path)
+        if ps.features is None:
+            raise DataError(f"{path} has no features; run `fastmed wsi features` on the tiles first")
+        label = -1
+        if labels is not None:
+            if ps.slide_id not in labels:
+                skipped.append(ps.slide_id)
+                continue
+            label = int(labels[ps.slide_id] == positive)
+        n = len(ps.coords)
+        if ps.patch_labels is not None:
+            patch = torch.from_numpy(ps.patch_labels)
+        else:
+            patch = torch.full((n,), 0 if label == 0 else -1, dtype=torch.int64)
+        if n == 0:
+            skipped.append(ps.slide_id)
+            continue
+        bags.append(SlideBag(ps.slide_id, torch.from_numpy(ps.features).float(), ps.coords, patch, label, ps.attrs))
+    return bags, skipped
+
+
+def collate(bags: list[SlideBag], max_patches: int | None = None, generator: torch.Generator | None = None) -> BagBatch:
+    """Stack bags into a ragged batch; a bag larger than ``max_patches`` keeps a random subset."""
+    xs, pls, lengths = [], [], []
+    for bag in bags:
+        idx = None
+        if max_patches is not None and len(bag.features) > max_patches:
+            idx = torch.randperm(len(bag.features), generator=generator)[:max_patches]
+        xs.append(bag.features if idx is None else bag.features[idx])
+        pls.append(bag.patch_labels if idx is None else bag.patch_labels[idx])
+        lengths.append(len(xs[-1]))
+    return BagBatch(torch.cat(xs), bag_offsets(lengths), torch.tensor([b.label for b in bags]), torch.cat(pls), [b.slide_id for b in bags])
+
+
+def stratified_split(bags: list[SlideBag], val_fraction: float, seed: int) -> tuple[list[SlideBag], list[SlideBag]]:
+    """Split bags into train/val keeping the class ratio (at least one val slide per class when possible)."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for cls in (0, 1):
+        group = [b for b in bags if b.label == cls]
+        rng.shuffle(group)
+        n_val = int(round(len(group) * val_fraction))
+        if val_fraction > 0 and len(group) >= 2:
+            n_val = max(1, n_val)
+        n_val = min(n_val, len(group) - 1) if len(group) > 1 else 0
+        val += group[:n_val]
+        train += group[n_val:]
+    return train, val

@@ -1,0 +1,67 @@
+"""``fastmed wsi predict``: slide probabilities from a trained attention-MIL checkpoint."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastmed.engine.atomic import atomic_write_json, atomic_write_text
+from fastmed.engine.checkpoint import load_model
+from fastmed.engine.device import select_device
+from fastmed.engine.run_dir import new_run_dir
+from fastmed.errors import FastmedError
+from fastmed.wsi.bags import SlideBag, load_bags, read_labels
+from fastmed.wsi.metrics import binary_metrics
+from fastmed.wsi.train import patch_localization, predict_bags
+
+
+def load_mil(weights: str, device: torch.device):
+    """``(AttentionMIL, checkpoint)`` from a ``wsi train`` checkpoint (``FastmedError`` for another kind)."""
+    model, ckpt = load_model(weights, map_location=device)
+    if ckpt.get("kind") != "mil":
+        raise FastmedError(f"{weights} is a {ckpt.get('kind')!r} checkpoint, not an attention-MIL one (fastmed wsi train)")
+    return model, ckpt
+
+
+def check_features(bags: list[SlideBag], ckpt: dict) -> None:
+    """Raise when the feature files were made with another encoder than the training ones."""
+    want = ckpt["arch"]["kwargs"]["in_dim"]
+    enc = (ckpt.get("meta") or {}).get("encoder", {}).get("encoder")
+    for bag in bags:
+        if bag.features.shape[1] != want:
+            raise FastmedError(f"slide {bag.slide_id}: {bag.features.shape[1]} features, the model expects {want} "
+                               f"(encoder {enc!r}); run `fastmed wsi features --encoder {enc}`")
+
+
+def run_predict(cfg) -> int:
+    """CLI runner of ``fastmed wsi predict``."""
+    device = select_device(cfg.device)
+    model, ckpt = load_mil(cfg.weights, device)
+    meta = ckpt.get("meta") or {}
+    threshold = cfg.threshold if cfg.threshold is not None else float(meta.get("threshold", 0.5))
+    labels = read_labels(cfg.labels) if cfg.labels else None
+    positive = meta.get("positive", "tumor")
+    bags, skipped = load_bags(cfg.features, labels, positive)
+    check_features(bags, ckpt)
+    preds = predict_bags(model, bags, device)
+    out = new_run_dir("wsi", "predict", cfg.out)
+    rows = [{"slide_id": b.slide_id, "probability": round(p["prob"], 6), "prediction": positive if p["prob"] >= threshold else ckpt["class_names"][0],
+             "n_patches": len(b.coords), **({"true_positive_label": b.label} if labels else {})} for b, p in zip(bags, preds)]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    save = Path(cfg.save) if cfg.save else out / "predictions.csv"
+    atomic_write_text(save, buf.getvalue())
+    print(f"predicted {len(rows)} slide(s) (threshold {threshold}); {save}")
+    if labels:
+        metrics = binary_metrics(np.array([b.label for b in bags]), np.array([p["prob"] for p in preds]), threshold)
+        metrics.update(patch_localization(bags, preds))
+        atomic_write_json(out / "metrics.json", metrics)
+        print("  " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    if skipped:
+        print(f"  skipped (no label or no patches): {', '.join(skipped)}")
+    return 0

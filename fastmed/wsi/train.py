@@ -1,0 +1,185 @@
+"""``fastmed wsi train``: attention-MIL on cached patch features, several slides per step.
+
+One step: a ragged batch of ``batch_size`` slides → ``AttentionMIL`` → the
+four losses of ``fastmed.wsi.losses`` with their weights. Validation: slide
+AUC / accuracy / F1, and patch-level AUC of attention, patch probability and
+their product where patch labels exist. The engine's ``FitLoop`` owns epochs,
+checkpoints (``weights/best.pt`` by validation loss), metrics and resume.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from fastmed.engine.checkpoint import make_checkpoint
+from fastmed.engine.device import autocast, select_device
+from fastmed.engine.fit import FitLoop
+from fastmed.engine.run_dir import RunDir, new_run_dir
+from fastmed.engine.seed import seed_everything
+from fastmed.errors import DataError
+from fastmed.nets.mil import AttentionMIL
+from fastmed.wsi.bags import BagBatch, SlideBag, collate, load_bags, read_labels, stratified_split
+from fastmed.wsi.losses import attention_patch_loss, bag_loss, patch_loss, topk_instance_loss
+from fastmed.wsi.metrics import binary_metrics, roc_auc
+
+LOSS_NAMES = ("patch", "bag", "topk", "attn")
+
+
+def mil_losses(out: dict[str, torch.Tensor], batch: BagBatch, weights: dict[str, float], top_k: int,
+               patch_samples: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """The weighted losses of one ragged batch; ``total`` is their sum. Zero-weight terms are skipped."""
+    terms: dict[str, torch.Tensor] = {}
+    if weights["bag"]:
+        terms["bag"] = bag_loss(out["bag"], batch.labels)
+    if weights["patch"]:
+        rows = torch.nonzero(batch.patch_labels >= 0).squeeze(1)
+        if len(rows) > patch_samples:  # labelled patches drawn across the batch's slides
+            rows = rows[torch.randperm(len(rows), generator=generator)[:patch_samples].to(rows.device)]
+        terms["patch"] = patch_loss(out["patch"][rows], batch.patch_labels[rows])
+    if weights["topk"]:
+        terms["topk"] = topk_instance_loss(out["instance"], out["attention"], batch.offsets, batch.labels, top_k)
+    if weights["attn"]:
+        terms["attn"] = attention_patch_loss(out["attention"], out["patch"], batch.patch_labels)
+    total = sum(weights[k] * v for k, v in terms.items())
+    return {**terms, "total": total}
+
+
+@torch.no_grad()
+def predict_bags(model: AttentionMIL, bags: list[SlideBag], device: torch.device, batch_size: int = 8) -> list[dict[str, np.ndarray]]:
+    """Per slide: ``prob`` (scalar), ``attention`` raw scores, ``patch_prob`` ``(n,)`` (model in eval mode)."""
+    model.eval()
+    results = []
+    for i in range(0, len(bags), batch_size):
+        chunk = bags[i:i + batch_size]
+        batch = collate(chunk).to(device)
+        out = model(batch.x, batch.offsets)
+        offs = batch.offsets.cpu().tolist()
+        bag_p = torch.sigmoid(out["bag"]).float().cpu().numpy()
+        att = out["attention"].float().cpu().numpy()
+        pp = torch.sigmoid(out["patch"]).float().cpu().numpy()
+        for b in range(len(chunk)):
+            lo, hi = offs[b], offs[b + 1]
+            results.append({"prob": float(bag_p[b]), "attention": att[lo:hi], "patch_prob": pp[lo:hi]})
+    return results
+
+
+def evaluate_bags(model: AttentionMIL, bags: list[SlideBag], device: torch.device, threshold: float) -> dict[str, float]:
+    """Slide metrics (``auc``, ``acc``, ``f1``, ``loss``) and patch AUCs where patch labels exist."""
+    if not bags:
+        return {}
+    preds = predict_bags(model, bags, device)
+    y = np.array([b.label for b in bags])
+    prob = np.array([p["prob"] for p in preds])
+    metrics = binary_metrics(y, prob, threshold)
+    p = np.clip(prob, 1e-6, 1 - 1e-6)
+    metrics["loss"] = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+    metrics.update(patch_localization(bags, preds))
+    return metrics
+
+
+def patch_localization(bags: list[SlideBag], preds: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Patch AUC against the patch labels of ``attention`` (sigmoid of the score), ``patch_prob`` and their product."""
+    ys, att, pp = [], [], []
+    for bag, pred in zip(bags, preds):
+        known = bag.patch_labels.numpy() >= 0
+        ys.append(bag.patch_labels.numpy()[known])
+        att.append(1 / (1 + np.exp(-pred["attention"][known])))
+        pp.append(pred["patch_prob"][known])
+    if not ys or sum(len(v) for v in ys) == 0:
+        return {}
+    y, a, q = np.concatenate(ys), np.concatenate(att), np.concatenate(pp)
+    out = {"patch_auc_attention": roc_auc(y, a), "patch_auc_prob": roc_auc(y, q), "patch_auc_combined": roc_auc(y, a * q)}
+    return {k: v for k, v in out.items() if not math.isnan(v)}
+
+
+class WsiTrainTask:
+    """The ``TrainTask`` of attention MIL (see ``fastmed.engine.fit``)."""
+
+    def __init__(self, cfg, train: list[SlideBag], val: list[SlideBag], device: torch.device, meta: dict[str, Any]):
+        self.cfg, self.train, self.val, self.device, self.meta = cfg, train, val, device, meta
+        self.in_dim = int(train[0].features.shape[1])
+        self.arch_kwargs = {"in_dim": self.in_dim, "hidden": cfg.hidden, "attn_dim": cfg.attn_dim,
+                            "dropout": cfg.dropout, "normalize": cfg.normalize}
+        self.model = AttentionMIL(**self.arch_kwargs).to(device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.weights = {"patch": cfg.w_patch, "bag": cfg.w_bag, "topk": cfg.w_topk, "attn": cfg.w_attn}
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+
+    def train_batches(self, epoch: int) -> Iterable[BagBatch]:
+        order = torch.randperm(len(self.train), generator=self.gen).tolist()
+        for i in range(0, len(order), self.cfg.batch_size):
+            yield collate([self.train[j] for j in order[i:i + self.cfg.batch_size]], self.cfg.max_patches, self.gen)
+
+    def train_step(self, batch: BagBatch) -> dict[str, float]:
+        self.model.train()
+        batch = batch.to(self.device)
+        with autocast(self.device, self.cfg.amp):
+            out = self.model(batch.x, batch.offsets)
+        losses = mil_losses({k: v.float() for k, v in out.items()}, batch, self.weights, self.cfg.top_k,
+                            self.cfg.patch_samples, self.gen)
+        self.opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        self.opt.step()
+        return {f"loss_{k}" if k != "total" else "loss": float(v.detach()) for k, v in losses.items()}
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate_bags(self.model, self.val, self.device, self.cfg.threshold)
+
+    def checkpoint(self) -> dict[str, Any]:
+        return make_checkpoint(self.model, task="wsi", kind="mil", arch="attention_mil", arch_kwargs=self.arch_kwargs,
+                               class_names=self.meta["class_names"], meta={k: v for k, v in self.meta.items() if k != "class_names"})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.opt.state_dict(), "generator": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        if "optimizer" in state:
+            self.opt.load_state_dict(state["optimizer"])
+        if "generator" in state:
+            self.gen.set_state(state["generator"])
+
+
+def prepare(cfg) -> tuple[list[SlideBag], list[SlideBag], dict[str, Any]]:
+    """Load bags, split them, and build the checkpoint metadata."""
+    labels = read_labels(cfg.labels)
+    bags, skipped = load_bags(cfg.features, labels, cfg.positive)
+    if skipped:
+        print(f"  {len(skipped)} slide(s) without a label or patches skipped: {', '.join(skipped[:10])}")
+    classes = sorted({b.label for b in bags})
+    if classes != [0, 1]:
+        raise DataError(f"training needs slides of both classes ({cfg.positive!r} and others); found labels {classes} in {cfg.labels}")
+    train, val = stratified_split(bags, cfg.val_fraction, cfg.seed)
+    negatives = sorted({v for v in labels.values() if v != cfg.positive})
+    a = bags[0].attrs
+    meta = {
+        "class_names": ["/".join(negatives) or "normal", cfg.positive],
+        "positive": cfg.positive,
+        "threshold": cfg.threshold,
+        "encoder": {k: a.get(k) for k in ("encoder", "encoder_weights", "feature_dim", "encoder_seed")},
+        "patches": {k: a.get(k) for k in ("patch_size", "mpp", "mode")},
+        "train_slides": [b.slide_id for b in train],
+        "val_slides": [b.slide_id for b in val],
+    }
+    return train, val, meta
+
+
+def run_train(cfg) -> int:
+    """CLI runner of ``fastmed wsi train``."""
+    seed_everything(cfg.seed)
+    device = select_device(cfg.device)
+    train, val, meta = prepare(cfg)
+    run = RunDir(new_run_dir("wsi", "train", cfg.out, resume=cfg.resume))
+    run.save_config(cfg)
+    print(f"wsi train: {len(train)} train / {len(val)} val slides, {train[0].features.shape[1]} features; run folder {run.path}")
+    task = WsiTrainTask(cfg, train, val, device, meta)
+    monitor = "val/loss" if val else None
+    history = FitLoop(run, cfg.epochs, monitor=monitor, mode="min", show_progress=cfg.progress, title="wsi attention MIL").fit(task, cfg.resume)
+    last = history[-1] if history else {}
+    shown = {k: round(v, 4) for k, v in last.items() if k.startswith("val/")}
+    print(f"done: {shown}; weights: {Path(run.path) / 'weights'}")
+    return 0
