@@ -1,0 +1,32 @@
+# fastmed — the two commands: `make demo` and `make test` (each sets everything up first).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# the PyTorch build on this project's machines (a CUDA build that also runs on the CPU)
+TORCH  := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup demo test test-all bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/fastmed demo
+
+test: setup
+	FASTMED_PROGRESS=0 $(BIN)/python -m pytest -q
+
+test-all: setup
+	FASTMED_PROGRESS=0 $(BIN)/python -m pytest -q -m "not gpu and not tensorrt"
+
+bench: setup
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf build dist *.egg-info runs .pytest_cache
