@@ -1,0 +1,69 @@
+"""Configs of ``fastmed distill ...`` (a small student from a frozen teacher)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastmed.cfg.base import Command, opt
+from fastmed.cfg.common import TrainOptions
+from fastmed.cfg.polyp import PolypPredictConfig
+
+
+@dataclass(kw_only=True)
+class DistillTrainConfig(TrainOptions):
+    data: str = opt(help="'digits' (scikit-learn's bundled 8x8 digits) or a dataset folder with train/ and val/ "
+                         "class folders (or a folder of class folders)")
+    teacher: str | None = opt(None, "teacher: a fastmed classifier checkpoint (.pt), e.g. from `fastmed polyp train`; "
+                                    "omitted: --arch is trained from labels alone (the from-scratch baseline)")
+    arch: str = opt("mobilenet_v3_small", "student architecture (a classifier of fastmed.nets.classifiers)")
+    image_size: int | None = opt(None, "input side in pixels (default: the teacher's; 32 for digits, 64 otherwise)")
+    val_fraction: float = opt(0.2, "validation fraction when DATA has no val/ folder")
+    label_fraction: float = opt(1.0, "fraction of training images (per class) whose labels the student's "
+                                     "cross-entropy sees; the others are distilled only")
+    batch_size: int = opt(64, "images per step (the joint distribution is estimated per batch)")
+    ce_weight: float = opt(1.0, "weight of the cross-entropy on labels")
+    kd_weight: float = opt(1.0, "weight of Hinton's KD term (0 = off)")
+    temperature: float = opt(4.0, "KD temperature")
+    mi_weight: float = opt(1.0, "weight of the mutual-information loss (0 = off)")
+    prior: bool = opt(True, "replace the student marginal by a learnable Gaussian prior (false: plain IIC)")
+    prior_weight: float = opt(1.0, "weight λ of KL(student marginal ‖ prior)")
+    prior_init_std: float = opt(0.1, "initial noise scale d of the prior")
+    teacher_aug: float = opt(0.5, "augmentation strength of the teacher's (weak) view")
+    student_aug: float = opt(1.5, "augmentation strength of the student's (strong) view")
+    flips: bool | None = opt(None, "flips and 90° turns in the augmentation (default: off for digits, on otherwise)")
+
+    def validate(self) -> None:
+        from fastmed.errors import ConfigError
+
+        super().validate()
+        for name in ("ce_weight", "kd_weight", "mi_weight", "teacher_aug", "student_aug"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"option --{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.teacher is None and (self.kd_weight > 0 or self.mi_weight > 0):
+            raise ConfigError("options --kd-weight/--mi-weight need --teacher; set both to 0 to train from labels alone")
+        if self.ce_weight == 0 and self.kd_weight == 0:
+            raise ConfigError("set --ce-weight or --kd-weight > 0: mutual information alone defines the student's "
+                              "classes only up to a relabelling")
+        if self.temperature <= 0:
+            raise ConfigError(f"option --temperature must be > 0, got {self.temperature}")
+        if self.prior and self.mi_weight > 0 and self.prior_weight <= 0:
+            raise ConfigError(f"option --prior-weight must be > 0 with --prior, got {self.prior_weight}")
+        if self.prior_init_std <= 0:
+            raise ConfigError(f"option --prior-init-std must be > 0, got {self.prior_init_std}")
+        if not 0.0 <= self.label_fraction <= 1.0:
+            raise ConfigError(f"option --label-fraction must be in [0, 1], got {self.label_fraction}")
+        if self.image_size is not None and self.image_size < 8:
+            raise ConfigError(f"option --image-size must be >= 8, got {self.image_size}")
+
+
+@dataclass(kw_only=True)
+class DistillPredictConfig(PolypPredictConfig):
+    """The same options as ``fastmed polyp predict``: a student is an ordinary classifier checkpoint."""
+
+
+COMMANDS = [
+    Command("distill", "train", DistillTrainConfig, "fastmed.distill.train:run_train",
+            "distill a small student (MobileNet) from a frozen teacher checkpoint: mutual information with a "
+            "learnable Gaussian prior, optional Hinton KD"),
+    Command("distill", "predict", DistillPredictConfig, "fastmed.distill.predict:run_predict",
+            "per-image class probabilities from a student checkpoint (the polyp predictor)"),
+]

@@ -1,0 +1,190 @@
+"""``fastmed distill train``: a small student from a frozen teacher checkpoint.
+
+Each training image gives two views: a weak augmentation for the teacher and a
+stronger one of the same kind for the student. The student's checkpoint is an
+ordinary classifier checkpoint (``kind="classifier"``, registered ``arch``,
+the teacher's class names, input size and normalization), so ``fastmed polyp
+predict`` and the export helpers take it like any recognizer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastmed.cfg.distill import DistillTrainConfig
+from fastmed.data.folders import format_skipped
+from fastmed.distill.data import DIGITS, LabelledImages, hide_labels, load_labelled_images
+from fastmed.distill.objective import DistillObjective
+from fastmed.distill.views import TwoViews, view_transform
+from fastmed.engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_model, make_checkpoint
+from fastmed.engine.device import autocast, select_device
+from fastmed.engine.fit import FitLoop
+from fastmed.engine.run_dir import RunDir, new_run_dir
+from fastmed.engine.seed import seed_everything
+from fastmed.errors import DataError, FastmedError
+from fastmed.nets.classifiers import CLASSIFIERS
+from fastmed.nets.registry import create_model
+
+
+@dataclass
+class Teacher:
+    """A frozen teacher network and what its checkpoint says about its inputs."""
+
+    model: torch.nn.Module
+    path: str
+    arch: str
+    class_names: list[str]
+    input_size: int
+    normalization: dict[str, list[float]]
+
+
+def load_teacher(path: str, device: torch.device) -> Teacher:
+    """Load a fastmed classifier checkpoint as a frozen teacher (eval mode, ``requires_grad=False``)."""
+    model, ckpt = load_model(path, map_location=device)
+    if ckpt.get("kind") != "classifier":
+        raise FastmedError(f"--teacher {path} is a {ckpt.get('kind')!r} checkpoint; a classifier checkpoint is needed")
+    if not ckpt.get("class_names") or not ckpt.get("input_size"):
+        raise FastmedError(f"--teacher {path} has no class_names/input_size; is it a fastmed classifier checkpoint?")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return Teacher(model.eval(), str(path), ckpt["arch"]["name"], list(ckpt["class_names"]),
+                   int(ckpt["input_size"][0]), ckpt["normalization"])
+
+
+class DistillTask:
+    """The ``TrainTask`` of distillation (see ``fastmed.engine.fit``)."""
+
+    def __init__(self, cfg: DistillTrainConfig, data: LabelledImages, teacher: Teacher | None, device: torch.device):
+        if cfg.arch not in CLASSIFIERS:
+            raise FastmedError(f"--arch {cfg.arch!r} is not a classifier; choose one of {', '.join(CLASSIFIERS)}")
+        if teacher is not None and teacher.class_names != data.class_names:
+            raise DataError(f"the teacher's classes {teacher.class_names} differ from the data's {data.class_names}")
+        self.cfg, self.data, self.teacher, self.device = cfg, data, teacher, device
+        self.num_classes = len(data.class_names)
+        self.image_size = teacher.input_size if teacher else (cfg.image_size or (32 if cfg.data == DIGITS else 64))
+        if teacher is not None and cfg.image_size not in (None, self.image_size):
+            raise FastmedError(f"--image-size {cfg.image_size} differs from the teacher's input size {self.image_size}")
+        self.normalization = teacher.normalization if teacher else {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+        flips = cfg.flips if cfg.flips is not None else cfg.data != DIGITS
+        mean, std = self.normalization["mean"], self.normalization["std"]
+        views = TwoViews(view_transform(self.image_size, cfg.teacher_aug, mean, std, flips),
+                         view_transform(self.image_size, cfg.student_aug, mean, std, flips))
+        if cfg.label_fraction < 1.0:
+            data = data.with_train_labels(hide_labels(data.labels("train"), cfg.label_fraction, cfg.seed))
+        self.train_set = data.dataset("train", views)
+        self.val_set = data.dataset("val", view_transform(self.image_size, 0.0, mean, std, flips))
+        if len(self.train_set) < 2 or len(self.val_set) < 1:
+            raise DataError(f"need >= 2 training and >= 1 validation images, got {len(self.train_set)} and {len(self.val_set)}")
+
+        self.student = create_model(cfg.arch, num_classes=self.num_classes).to(device)
+        self.objective = DistillObjective(self.num_classes, cfg.ce_weight, cfg.kd_weight, cfg.temperature, cfg.mi_weight,
+                                          cfg.prior, cfg.prior_weight, cfg.prior_init_std).to(device)
+        self.optimizer = torch.optim.AdamW([
+            {"params": self.student.parameters(), "weight_decay": cfg.weight_decay},
+            {"params": self.objective.parameters(), "weight_decay": 0.0},  # the prior's m and ρ
+        ], lr=cfg.lr)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        steps = cfg.epochs * max(1, len(self.train_set) // cfg.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=steps)
+        self.teacher_val_pred = self._teacher_val_predictions()
+
+    def _loader(self, dataset: torch.utils.data.Dataset, train: bool) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=self.cfg.batch_size, shuffle=train, generator=self.generator if train else None,
+            drop_last=train and len(dataset) > self.cfg.batch_size, num_workers=self.cfg.workers,
+            pin_memory=self.device.type == "cuda")
+
+    @torch.no_grad()
+    def _predict(self, model: torch.nn.Module) -> torch.Tensor:
+        preds = []
+        for x, _ in self._loader(self.val_set, train=False):
+            with autocast(self.device, self.cfg.amp):
+                preds.append(model(x.to(self.device)).argmax(1).cpu())
+        return torch.cat(preds)
+
+    def _teacher_val_predictions(self) -> torch.Tensor | None:
+        return self._predict(self.teacher.model) if self.teacher else None
+
+    # --- TrainTask -------------------------------------------------------
+    def train_batches(self, epoch: int):
+        self.student.train()
+        self.objective.train()
+        return self._loader(self.train_set, train=True)
+
+    def train_step(self, batch: Any) -> dict[str, float]:
+        (teacher_view, student_view), labels = batch
+        student_view, labels = student_view.to(self.device), labels.to(self.device)
+        teacher_logits = None
+        if self.teacher is not None:
+            with torch.no_grad(), autocast(self.device, self.cfg.amp):
+                teacher_logits = self.teacher.model(teacher_view.to(self.device)).float()
+        with autocast(self.device, self.cfg.amp):
+            student_logits = self.student(student_view)
+        out = self.objective(student_logits.float(), labels, teacher_logits)
+        self.optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return {k: float(v.detach()) for k, v in out.items()}
+
+    def evaluate(self) -> dict[str, float]:
+        self.student.eval()
+        pred = self._predict(self.student)
+        labels = torch.as_tensor(self.data.labels("val"))
+        metrics = {"acc": float((pred == labels).float().mean())}
+        if self.teacher_val_pred is not None:
+            metrics["teacher_agree"] = float((pred == self.teacher_val_pred).float().mean())
+            metrics["teacher_acc"] = float((self.teacher_val_pred == labels).float().mean())
+        return metrics
+
+    def checkpoint(self) -> dict[str, Any]:
+        cfg = self.cfg
+        meta = {"teacher": self.teacher.path if self.teacher else None,
+                "teacher_arch": self.teacher.arch if self.teacher else None,
+                "data": cfg.data,
+                "objective": {"ce_weight": cfg.ce_weight, "kd_weight": cfg.kd_weight, "temperature": cfg.temperature,
+                              "mi_weight": cfg.mi_weight, "prior": cfg.prior, "prior_weight": cfg.prior_weight,
+                              "label_fraction": cfg.label_fraction}}
+        return make_checkpoint(self.student, task="distill", kind="classifier", arch=cfg.arch,
+                               arch_kwargs={"num_classes": self.num_classes}, class_names=self.data.class_names,
+                               input_size=[self.image_size, self.image_size], normalization=self.normalization, meta=meta)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "objective": self.objective.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.student.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.objective.load_state_dict(state["objective"])
+
+
+def train_student(cfg: DistillTrainConfig) -> tuple[Path, list[dict[str, Any]]]:
+    """Run a distillation; return the run folder and the per-epoch metric records."""
+    seed_everything(cfg.seed)
+    device = select_device(cfg.device)
+    data = load_labelled_images(cfg.data, cfg.val_fraction)
+    if data.skipped:
+        print(format_skipped(data.skipped))
+    teacher = load_teacher(cfg.teacher, device) if cfg.teacher else None
+    task = DistillTask(cfg, data, teacher, device)
+    run = RunDir(new_run_dir("distill", "train", cfg.out, resume=cfg.resume))
+    run.save_config(cfg)
+    title = f"{cfg.arch} from {teacher.arch if teacher else 'labels only'}"
+    history = FitLoop(run, cfg.epochs, monitor="val/acc", mode="max", show_progress=cfg.progress, title=title).fit(
+        task, resume=cfg.resume)
+    return run.path, history
+
+
+def run_train(cfg: DistillTrainConfig) -> int:
+    """CLI runner of ``fastmed distill train``."""
+    path, history = train_student(cfg)
+    last = history[-1] if history else {}
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in last.items() if k.startswith("val/"))
+    print(f"distill: {len(history)} epoch(s); {shown}")
+    print(f"student checkpoint: {path / 'weights' / 'best.pt'}")
+    return 0
