@@ -20,6 +20,7 @@ from fastmed.engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD, make_checkpoi
 from fastmed.engine.device import autocast
 from fastmed.engine.metrics import accuracy, confusion_matrix, macro_f1
 from fastmed.engine.plots import plot_confusion
+from fastmed.engine.schedule import set_lr
 from fastmed.errors import DataError
 
 
@@ -61,8 +62,7 @@ class ClassifierTask:
         self.train_loader = torch.utils.data.DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=len(train_ds) > batch_size, num_workers=workers, generator=gen)
         self.val_loader = torch.utils.data.DataLoader(val_ds, batch_size=max(batch_size, 64), num_workers=workers)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
-        steps = max(1, epochs * len(self.train_loader))
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=lr, total_steps=steps, pct_start=0.15)
+        self.base_lr, self.step, self.total_steps = lr, 0, max(1, epochs * len(self.train_loader))
         self.last_confusion: np.ndarray | None = None
 
     def train_batches(self, epoch: int):
@@ -76,8 +76,9 @@ class ClassifierTask:
             loss = F.cross_entropy(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        set_lr(self.optimizer, self.base_lr, self.step, self.total_steps)
         self.optimizer.step()
-        self.scheduler.step()
+        self.step += 1
         return {"loss": loss.item(), "acc": (logits.argmax(1) == y).float().mean().item()}
 
     @torch.no_grad()
@@ -106,14 +107,13 @@ class ClassifierTask:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        return {"optimizer": self.optimizer.state_dict(), "step": self.step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
-        if "scheduler" in state:
-            self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state.get("step", 0))
 
     def save_confusion(self, path: str | os.PathLike, title: str = "validation confusion matrix") -> Path | None:
         """PNG of the last validation confusion matrix (None before any evaluation)."""

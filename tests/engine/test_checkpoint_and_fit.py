@@ -1,0 +1,95 @@
+"""Checkpoints round-trip and the fit loop resumes where it stopped."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fastmed.engine.checkpoint import load_checkpoint, load_model, make_checkpoint, save_checkpoint
+from fastmed.engine.fit import FitLoop
+from fastmed.engine.run_dir import RunDir, new_run_dir
+from fastmed.errors import FastmedError
+
+
+def test_checkpoint_round_trip_rebuilds_the_model(tmp_path):
+    from fastmed.nets.registry import create_model
+
+    model = create_model("mobilenet_v3_small", num_classes=4).eval()
+    ckpt = make_checkpoint(model, task="polyp", kind="classifier", arch="mobilenet_v3_small", arch_kwargs={"num_classes": 4},
+                           class_names=list("abcd"), input_size=[64, 64])
+    path = save_checkpoint(tmp_path / "w.pt", ckpt)
+    assert not list(tmp_path.glob(".*tmp")), "atomic write leaves no temp file"
+    again, meta = load_model(path)
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(again(x), model(x))
+    assert meta["class_names"] == list("abcd") and meta["fastmed_version"]
+
+
+def test_load_rejects_foreign_and_corrupt_files(tmp_path):
+    torch.save({"w": torch.zeros(1)}, tmp_path / "plain.pt")
+    with pytest.raises(FastmedError, match="not a fastmed checkpoint"):
+        load_checkpoint(tmp_path / "plain.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00" * 10)
+    with pytest.raises(FastmedError, match="cannot read checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(FastmedError, match="not found"):
+        load_checkpoint(tmp_path / "none.pt")
+
+
+class _Linear:
+    """A tiny regression task: y = 2x, so the loss must fall."""
+
+    def __init__(self):
+        self.model = torch.nn.Linear(1, 1)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1)
+        self.x = torch.linspace(-1, 1, 16)[:, None]
+
+    def train_batches(self, epoch):
+        return [(self.x, 2 * self.x)] * 4
+
+    def train_step(self, batch):
+        loss = torch.nn.functional.mse_loss(self.model(batch[0]), batch[1])
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.item()}
+
+    def evaluate(self):
+        return {"loss": torch.nn.functional.mse_loss(self.model(self.x), 2 * self.x).item()}
+
+    def checkpoint(self):
+        return make_checkpoint(self.model, task="test", kind="regressor", arch="none", arch_kwargs={})
+
+    def state_dict(self):
+        return {"optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+
+
+def test_fit_writes_run_folder_and_resumes(tmp_path):
+    run = RunDir(tmp_path / "run")
+    torch.manual_seed(0)
+    hist = FitLoop(run, epochs=2, monitor="val/loss", mode="min", show_progress=False).fit(_Linear())
+    assert [r["epoch"] for r in hist] == [1, 2] and hist[1]["val/loss"] < hist[0]["val/loss"]
+    assert run.best.exists() and run.last.exists() and (run.path / "curves.png").exists()
+    assert load_checkpoint(run.last)["train_state"]["epoch"] == 2
+    hist = FitLoop(run, epochs=4, monitor="val/loss", mode="min", show_progress=False).fit(_Linear(), resume=True)
+    assert [r["epoch"] for r in hist] == [1, 2, 3, 4]
+    lines = [json.loads(x) for x in run.metrics_file.read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3, 4]
+    assert hist[3]["val/loss"] < hist[1]["val/loss"]
+
+
+def test_resume_without_last_is_an_error(tmp_path):
+    with pytest.raises(FastmedError, match="resume requested"):
+        FitLoop(RunDir(tmp_path), epochs=1).fit(_Linear(), resume=True)
+
+
+def test_run_dir_numbering(tmp_path):
+    a = new_run_dir("polyp", "train", root=str(tmp_path))
+    b = new_run_dir("polyp", "train", root=str(tmp_path))
+    assert (a.name, b.name) == ("train", "train2")
+    assert new_run_dir("polyp", "train", root=str(tmp_path), resume=True) == b

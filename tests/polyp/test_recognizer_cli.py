@@ -1,0 +1,83 @@
+"""``fastmed polyp train`` / ``predict`` end to end on the tiny synthetic set."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from fastmed.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained(synth_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("polyp_run")
+    args = ["polyp", "train", "--data", str(synth_root / "polyp"), "--arch", "mobilenet_v3_small", "--epochs", "1",
+            "--batch-size", "16", "--image-size", "32", "--out", str(out), "--progress", "false"]
+    assert main(args) == 0
+    return out
+
+
+def test_train_writes_a_complete_run(trained):
+    for name in ("config.yaml", "metrics.jsonl", "curves.png", "confusion_matrix.png", "summary.json", "weights/best.pt", "weights/last.pt"):
+        assert (trained / name).exists(), name
+    summary = json.loads((trained / "summary.json").read_text())
+    assert 0 <= summary["val_macro_f1"] <= 1
+
+
+def test_resume_continues_to_more_epochs(trained, synth_root, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    args = ["polyp", "train", "--data", str(synth_root / "polyp"), "--arch", "mobilenet_v3_small", "--epochs", "2",
+            "--batch-size", "16", "--image-size", "32", "--out", str(run), "--resume", "--progress", "false"]
+    assert main(args) == 0
+    epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+
+
+def test_predict_skips_corrupt_images_and_writes_json(trained, synth_root, tmp_path, capsys):
+    src = tmp_path / "imgs"
+    shutil.copytree(synth_root / "polyp" / "test" / "adenoma", src)
+    (src / "broken.png").write_bytes(b"\x89PNG broken")
+    out = tmp_path / "p.json"
+    assert main(["polyp", "predict", "--weights", str(trained / "weights" / "best.pt"), "--source", str(src), "--save", str(out)]) == 0
+    records = json.loads(out.read_text())
+    n_good = len(list((synth_root / "polyp" / "test" / "adenoma").glob("*.png")))
+    assert len(records) == n_good
+    assert abs(sum(v for k, v in records[0].items() if k.startswith("p_")) - 1) < 1e-4
+    assert "broken.png" in capsys.readouterr().out
+
+
+def test_predict_csv_from_a_list_file(trained, synth_root, tmp_path):
+    imgs = sorted((synth_root / "polyp" / "test" / "normal").glob("*.png"))[:2]
+    lst = tmp_path / "list.txt"
+    lst.write_text("\n".join(str(p) for p in imgs) + "\n")
+    out = tmp_path / "p.csv"
+    assert main(["polyp", "predict", "--weights", str(trained / "weights" / "best.pt"), "--source", str(lst), "--save", str(out)]) == 0
+    rows = list(csv.DictReader(open(out)))
+    assert [r["path"] for r in rows] == [str(p) for p in imgs] and rows[0]["pred"] in {"adenoma", "hyperplastic", "normal"}
+
+
+def test_extra_data_and_weights_init(trained, synth_root, tmp_path, capsys):
+    args = ["polyp", "train", "--data", str(synth_root / "polyp"), "--arch", "mobilenet_v3_small", "--epochs", "1",
+            "--batch-size", "16", "--image-size", "32", "--out", str(tmp_path / "r"), "--progress", "false",
+            "--extra-data", str(synth_root / "polyp" / "test"), "--weights-init", str(trained / "weights" / "best.pt")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "extra data" in out and "tensors loaded" in out
+    train_n = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert train_n["val_macro_f1"] is not None
+
+
+def test_clear_errors(synth_root, tmp_path, capsys):
+    assert main(["polyp", "train", "--data", str(tmp_path / "missing"), "--epochs", "1"]) == 2
+    assert "dataset folder not found" in capsys.readouterr().err
+    assert main(["polyp", "predict", "--weights", str(tmp_path / "none.pt"), "--source", str(tmp_path)]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    bad = tmp_path / "plain.pt"
+    import torch
+
+    torch.save({"x": torch.zeros(1)}, bad)
+    assert main(["polyp", "train", "--data", str(synth_root / "polyp"), "--epochs", "1", "--pretrained", str(bad), "--out", str(tmp_path / "r2")]) == 2
+    assert "not a checkpoint of `fastmed polyp pretrain`" in capsys.readouterr().err
