@@ -1,0 +1,113 @@
+"""CLI runners of ``fastmed export``, ``fastmed predict`` and ``fastmed bench``."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+from fastmed.engine.atomic import atomic_write_json, atomic_write_text
+from fastmed.errors import FastmedError
+
+
+def run_export(cfg) -> int:
+    from fastmed.export.exporter import export
+
+    result = export(
+        cfg.weights, cfg.format, cfg.out, calib=cfg.calib, data=cfg.data, opset=cfg.opset,
+        fixed_batch=cfg.batch or None, max_batch=cfg.max_batch, uint8_input=cfg.uint8_input, exporter=cfg.exporter,
+        parity_tol=cfg.parity_tol, per_channel=cfg.per_channel, max_drop=cfg.max_drop, calib_images=cfg.calib_images,
+        precision=cfg.precision, workspace_gb=cfg.workspace_gb, timing_cache=cfg.timing_cache, seed=cfg.seed,
+    )
+    if result.int8 is not None:
+        r = result.int8
+        acc = f"; accuracy fp32 {r.fp32_accuracy:.4f} → int8 {r.chosen.accuracy:.4f}" if r.chosen.accuracy is not None else ""
+        print(f"[export] int8 plan '{r.chosen.plan}': change {r.chosen.drop_points:+.2f} points "
+              f"({r.measure}), agreement {r.chosen.agreement:.3f}{acc}")
+    for f in result.files[1:]:
+        print(f"[export] also wrote {f}")
+    return 0
+
+
+def run_predict(cfg) -> int:
+    from fastmed.engine.run_dir import new_run_dir
+    from fastmed.export.predictor import Predictor
+    from fastmed.export.video import is_video
+
+    predictor = Predictor(cfg.weights, device=cfg.device, threads=cfg.threads)
+    run = new_run_dir("predict", "run", cfg.out)
+    source = Path(cfg.source)
+    if is_video(source) or (cfg.stream and source.is_dir()):
+        from fastmed.export.stream import stream_predict
+
+        report = stream_predict(predictor, source, queue_size=cfg.queue_size, max_frames=cfg.max_frames,
+                                annotate_to=cfg.save_video)
+        print(report.summary())
+        _write_rows(run / "predictions.csv", [dict(r) for r in report.predictions], ["frame", "class", "prob"])
+        atomic_write_json(run / "stream.json", {k: v for k, v in dataclasses.asdict(report).items() if k != "predictions"})
+        print(f"[predict] {report.frames} frames → {run / 'predictions.csv'}, timings → {run / 'stream.json'}"
+              + (f", video → {report.annotated}" if report.annotated else ""))
+        return 0
+    return _predict_images(predictor, source, cfg.batch_size, run)
+
+
+def _predict_images(predictor, source: Path, batch_size: int, run: Path) -> int:
+    from fastmed.export.preprocess import list_image_files, read_images
+
+    files = list_image_files(source)
+    if not files:
+        raise FastmedError(f"no images found under {source}")
+    rows, skipped = [], []
+    for start in range(0, len(files), 256):  # read in chunks: memory stays bounded on big folders
+        chunk = files[start:start + 256]
+        images, bad = read_images(chunk)
+        skipped += bad
+        bad_paths = {p for p, _ in bad}
+        good = [p for p in chunk if Path(p) not in bad_paths]
+        if not images:
+            continue
+        probs = predictor.predict(images, batch_size=batch_size)
+        for path, p in zip(good, probs):
+            k = int(p.argmax())
+            rows.append({"path": str(path), "class": predictor.class_names[k], "prob": float(p[k]),
+                         **{f"p_{c}": float(v) for c, v in zip(predictor.class_names, p)}})
+    out = _write_rows(run / "predictions.csv", rows, ["path", "class", "prob", *[f"p_{c}" for c in predictor.class_names]])
+    for path, reason in skipped:
+        print(f"[predict] skipped {path}: {reason}")
+    print(f"[predict] {len(rows)} images ({len(skipped)} skipped) with {predictor.runtime} → {out}")
+    if len(rows) <= 10:
+        for r in rows:
+            print(f"  {r['path']}: {r['class']} {r['prob']:.3f}")
+    return 0 if rows else 1
+
+
+def _write_rows(path: Path, rows: list[dict], fields: list[str]) -> Path:
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def run_bench(cfg) -> int:
+    from fastmed.engine.run_dir import RunDir, new_run_dir
+    from fastmed.engine.seed import seed_everything
+    from fastmed.export.bench import bench, format_table
+
+    seed_everything(cfg.seed)
+    run = RunDir(new_run_dir("bench", "run", cfg.out))
+    run.save_config(cfg)
+    result = bench(cfg.weights, run.path / "weights", data=cfg.data, calib=cfg.calib, formats=tuple(cfg.formats),
+                   batch=cfg.batch, warmup=cfg.warmup, iters=cfg.iters, max_drop=cfg.max_drop,
+                   min_metric=cfg.min_metric, exporter=cfg.exporter, seed=cfg.seed)
+    table = format_table(result)
+    print(table)
+    atomic_write_text(run.path / "bench.md", f"# fastmed bench\n\n{table}\n")
+    atomic_write_json(run.path / "bench.json", result.as_dict())
+    print(f"[bench] table → {run.path / 'bench.md'}, {run.path / 'bench.json'}")
+    if result.failures:
+        print("[bench] FAILED the floor --min-metric:\n  " + "\n  ".join(result.failures))
+        return 1
+    return 0

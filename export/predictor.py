@@ -1,0 +1,78 @@
+"""One predictor for every artifact fastmed writes.
+
+>>> from fastmed.export import Predictor
+>>> p = Predictor("runs/export/student.onnx")      # or best.pt, or student.engine
+>>> probs = p.predict(["a.png", "b.png"])          # (2, C) numpy float32
+>>> p.class_names[probs.argmax(1)[0]]
+
+Preprocessing (resize, channel order, normalization, layout) comes from the
+artifact's metadata, so a ``.pt`` checkpoint and its exports give the same
+probabilities for the same images up to numerical precision.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from fastmed.errors import FastmedError
+from fastmed.export.metadata import ModelMetadata
+from fastmed.export.preprocess import ImageLike, prepare_batch, softmax, to_rgb_uint8
+from fastmed.export.runtimes import open_backend
+
+
+class Predictor:
+    """Class probabilities from a ``.pt`` checkpoint, an ``.onnx``/``.ort`` file or a TensorRT engine.
+
+    ``device``: ``auto | cpu | cuda`` (TensorRT always runs on CUDA);
+    ``threads``: ONNX Runtime intra-op threads (0 = its default).
+    """
+
+    def __init__(self, path: str | os.PathLike, device: str = "auto", threads: int = 0):
+        self.path = str(path)
+        self.backend = open_backend(path, device=device, threads=threads)
+        self.meta: ModelMetadata = self.backend.meta
+        if self.meta.kind != "classifier":
+            raise FastmedError(f"{path}: Predictor handles classifiers; this model is kind={self.meta.kind!r}")
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.meta.class_names
+
+    @property
+    def runtime(self) -> str:
+        return self.backend.name
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """``(H, W, 3)`` uint8 RGB images → the model's input batch."""
+        return prepare_batch(images, self.meta)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Prepared batch → ``(N, C)`` probabilities (the compute-only step)."""
+        return softmax(self.backend.run(batch))
+
+    def predict(self, images: ImageLike | Iterable[ImageLike], batch_size: int = 32) -> np.ndarray:
+        """Probabilities ``(N, C)`` for images given as paths, ``(H, W, 3)`` / ``(N, H, W, 3)`` uint8 arrays or PIL images."""
+        if batch_size < 1:
+            raise FastmedError(f"batch_size must be >= 1, got {batch_size}")
+        items = _as_list(images)
+        if not items:
+            raise FastmedError("predict() got no images")
+        out = []
+        for start in range(0, len(items), batch_size):
+            chunk = [to_rgb_uint8(x) for x in items[start:start + batch_size]]
+            out.append(self.infer(self.preprocess(chunk)))
+        return np.concatenate(out)
+
+
+def _as_list(images) -> list:
+    if isinstance(images, (str, os.PathLike)):
+        return [images]
+    if isinstance(images, np.ndarray):
+        if images.ndim == 4:
+            return list(images)
+        return [images]
+    if hasattr(images, "convert"):  # a single PIL image
+        return [images]
+    return list(images)

@@ -1,0 +1,99 @@
+"""Inference backends behind :class:`~fastmed.export.predictor.Predictor`.
+
+Each backend maps a prepared input batch (numpy, layout per its metadata) to
+``(N, C)`` float32 logits with ``run(batch)`` and exposes ``meta`` and a short
+``name``. ONNX Runtime and TensorRT are imported only when used.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from fastmed.errors import FastmedError
+from fastmed.export.metadata import ModelMetadata, metadata_from_checkpoint, read_sidecar
+
+ONNX_SUFFIXES = (".onnx", ".ort")
+TENSORRT_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+class TorchBackend:
+    """A fastmed ``.pt`` classifier checkpoint run in PyTorch eager mode."""
+
+    name = "pytorch"
+
+    def __init__(self, path: str | os.PathLike, device: str = "auto"):
+        import torch
+
+        from fastmed.engine.checkpoint import load_model
+        from fastmed.engine.device import select_device
+
+        self.device = select_device(device)
+        self.model, ckpt = load_model(path, map_location=self.device)
+        self.meta = metadata_from_checkpoint(ckpt, path)
+        self._torch = torch
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            x = self._torch.from_numpy(batch).to(self.device)
+            return self.model(x).float().cpu().numpy()
+
+
+def ort_providers(device: str = "auto") -> list[str]:
+    """ONNX Runtime execution providers for ``device`` (CUDA first when asked and present)."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device.startswith("cuda") and "CUDAExecutionProvider" not in available:
+        raise FastmedError(f"device={device!r} but onnxruntime has no CUDA provider; pip install 'fastmed[gpu]'")
+    if device != "cpu" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OrtBackend:
+    """An ``.onnx`` or ``.ort`` file run by ONNX Runtime.
+
+    Metadata comes from the model's ``metadata_props`` or, when absent there,
+    from its JSON sidecar. ``threads`` sets intra-op threads (0 = ORT default).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, device: str = "auto", threads: int = 0):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=ort_providers(device))
+        except Exception as exc:  # ORT raises its own exception types for unreadable models
+            raise FastmedError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+        props = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.meta = ModelMetadata.from_props(props, str(path)) if "class_names" in props else read_sidecar(path)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0].astype(np.float32, copy=False)
+
+
+def open_backend(path: str | os.PathLike, device: str = "auto", threads: int = 0):
+    """The backend for a file, chosen by its suffix (``.pt``, ``.onnx``/``.ort``, ``.engine``/``.plan``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FastmedError(f"model file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        return TorchBackend(path, device)
+    if suffix in ONNX_SUFFIXES:
+        return OrtBackend(path, device, threads)
+    if suffix in TENSORRT_SUFFIXES:
+        from fastmed.export.tensorrt_runtime import TensorRTBackend
+
+        return TensorRTBackend(path)
+    raise FastmedError(f"unknown model file type {suffix!r} for {path}; expected .pt, .onnx, .ort, "
+                       f"or a TensorRT engine ({', '.join(TENSORRT_SUFFIXES)})")
