@@ -26,3 +26,12 @@ def print_failures(failed: list[tuple[str, str]], out: Path) -> None:
         print(f"  skipped {name}: {err}")
     if failed:
         print(f"  {len(failed)} slide(s) skipped; see {out / 'errors.csv'}")
+
+
+def batch_exit_status(res: dict[str, Any], out: Path) -> int:
+    """Print the failures of a batch summary; 1 when every slide it tried failed, else 0."""
+    print_failures(res["failed"], out)
+    if res["n_failed"] and res["n_ok"] == 0 and res["skipped_existing"] == 0:
+        print("error: every slide failed")
+        return 1
+    return 0

@@ -18,7 +18,7 @@ import torch
 from fastmed.engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD
 from fastmed.engine.device import select_device
 from fastmed.engine.progress import progress
-from fastmed.wsi.batch_report import print_failures, write_report
+from fastmed.wsi.batch_report import batch_exit_status, write_report
 from fastmed.wsi.encoders import build_encoder
 from fastmed.wsi.patch_file import PatchSet, list_patch_files, read_patch_file, write_patch_file
 from fastmed.wsi.slide_io import PatchGeometry, open_slide, read_patch
@@ -113,8 +113,4 @@ def run_features(cfg) -> int:
                            cfg.slides, cfg.overwrite, cfg.seed, cfg.progress)
     print(f"encoded {res['n_ok']} slide(s), {res['patches']} patches with {res['encoder']} ({res['feature_dim']} features, "
           f"{res['weights']}) in {res['wall_s']:.1f} s; {res['skipped_existing']} already done; output: {cfg.out}")
-    print_failures(res["failed"], Path(cfg.out))
-    if res["n_failed"] and res["n_ok"] == 0 and res["skipped_existing"] == 0:
-        print("error: every slide failed")
-        return 1
-    return 0
+    return batch_exit_status(res, Path(cfg.out))

@@ -95,9 +95,9 @@ def render_slide(bag: SlideBag, pred: dict, out: Path, slides_dir: Path | None, 
     panels = [thumb]
     for name, values in maps.items():
         img = overlay(thumb, paint(values, bag.coords, float(bag.attrs["size0"]), thumb.shape[:2], scale), alpha)
-        Image.fromarray(img).save(out / f"{bag.slide_id}_{name}.png")
+        Image.fromarray(img).save(out / f"{bag.slide_id}_{name}.png", compress_level=1)
         panels.append(img)
-    Image.fromarray(np.concatenate(panels, axis=1)).save(out / f"{bag.slide_id}_overview.png")
+    Image.fromarray(np.concatenate(panels, axis=1)).save(out / f"{bag.slide_id}_overview.png", compress_level=1)
     gj = positive_patches_geojson(bag, pred["patch_prob"], att_sig, threshold)
     atomic_write_text(out / f"{bag.slide_id}_positive.geojson", json.dumps(gj))
     return {"slide": bag.slide_id, "probability": round(pred["prob"], 5), "positive_patches": len(gj["features"])}
