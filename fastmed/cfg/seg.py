@@ -24,14 +24,29 @@ class SegTrainConfig(TrainOptions):
     # --- method reweight ---
     n_exact: int = opt(8, "reweight: images used with their exact mask (sampled with --seed; -1 = every image with masks/)")
     exact_list: str | None = opt(None, "reweight: text file of image ids to use as exact (one per line); overrides --n-exact")
+    use_rough: bool = opt(True, "reweight: train on the rough images too (false: exact images only)")
+    update_gamma: bool = opt(True, "reweight: update the weights (false: keep --gamma-init)")
     gamma_init: float = opt(1.0, "reweight: initial weight of every rough image, in [0, 1]")
     tau: int = opt(5, "reweight: update the weights every tau steps")
     beta: float = opt(0.2, "reweight: weight step size (per update, in units of the normalized dot product)")
-    normalize_dots: bool = opt(True, "reweight: divide g_S.g_k by the mean |g_S.g_k| of the pool before the step")
+    update_rule: str = opt("centered", "reweight: gamma step from d_k = g_S.g_k: raw (beta*d_k), scaled (beta*d_k/mean|d|), "
+                           "centered (beta*(d_k - mean d)/mean|d_k - mean d|: agreement relative to the pool)",
+                           choices=("raw", "scaled", "centered"))
+    gamma_loss: str = opt("dice", "reweight: per-image loss whose gradients g_S, g_k are compared: dice (soft Dice) | seg (BCE + Dice)",
+                          choices=("dice", "seg"))
     pool_size: int = opt(0, "reweight: rough images re-weighted per update (0 = all)")
     exact_batch: int = opt(8, "reweight: exact images in the batch that gives g_S")
     mixing: bool = opt(True, "reweight: mixed images + main/auxiliary models with cross pseudo-labels")
     lam: float = opt(0.5, "reweight: weight lambda of the cross pseudo-label loss r_ij")
+    # --- method contour ---
+    n_train: int = opt(-1, "contour: training images used (sampled with --seed; -1 = all with contours/)")
+    corr_mode: str = opt("both", "contour: correlation from distance, intensity difference, or both (product of Gaussians)", choices=("both", "distance", "intensity"))
+    sigma_dist: float = opt(3.0, "contour: width of the distance Gaussian, pixels at --image-size")
+    sigma_int: float = opt(0.2, "contour: width of the intensity Gaussian (RGB distance / sqrt(3), in [0, 1])")
+    corr_fusion: str = opt("max", "contour: fuse per-object maps by max over objects, or take the nearest object's", choices=("max", "nearest"))
+    corr_weight: float = opt(1.0, "contour: weight of the correlation regression (first difference); 0 = mask loss only")
+    mask_weight: float = opt(1.0, "contour: weight of the mask loss BCE + Dice (second difference)")
+    corr_loss: str = opt("mse", "contour: correlation regression loss", choices=("mse", "l1"))
 
     def validate(self) -> None:
         super().validate()
@@ -44,6 +59,10 @@ class SegTrainConfig(TrainOptions):
                 raise ConfigError(f"option --{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.pool_size < 0 or self.beta < 0 or self.lam < 0:
             raise ConfigError("options --pool-size, --beta and --lam must be >= 0")
+        if self.sigma_dist <= 0 or self.sigma_int <= 0:
+            raise ConfigError(f"options --sigma-dist and --sigma-int must be > 0, got {self.sigma_dist} and {self.sigma_int}")
+        if self.corr_weight < 0 or self.mask_weight < 0 or self.corr_weight + self.mask_weight == 0:
+            raise ConfigError("options --corr-weight and --mask-weight must be >= 0 and not both 0")
 
 
 @dataclass(kw_only=True)
