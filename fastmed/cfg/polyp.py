@@ -37,7 +37,7 @@ class PolypAugmentConfig(TrainOptions):
     per_class: int = opt(4, "real images per class and half-batch (a step sees 2 x per_class x classes images)")
     steps_per_epoch: int = opt(50, "generator updates per epoch")
     lr: float = opt(2e-4, "Adam learning rate of G, F and D")
-    base: int = opt(32, "channel width of G, F and D")
+    base: int = opt(16, "channel width of G, F and D")
     w_adv: float = opt(1.0, "weight of the adversarial loss")
     w_gen: float = opt(10.0, "weight of the generation (cycle L1) loss")
     w_pred: float = opt(1.0, "weight of the prediction (class) loss")
@@ -47,7 +47,7 @@ class PolypAugmentConfig(TrainOptions):
     margin: float = opt(0.1, "hinge on the distribution distances: -min(D, margin) (guard on the unbounded -D)")
     blur: float = opt(0.05, "Sinkhorn blur on the L2-normalised features")
     features: str | None = opt(None, "frozen feature CNN: a fastmed classifier checkpoint (e.g. the recognizer); default: a seeded random --feature-arch")
-    feature_arch: str = opt("resnet18", "architecture of the random frozen feature CNN when --features is not given")
+    feature_arch: str = opt("mobilenet_v3_small", "architecture of the random frozen feature CNN when --features is not given")
     loss_threshold: float | None = opt(None, "update condition: stop updating once an epoch's mean target loss is below this")
 
     def validate(self) -> None:

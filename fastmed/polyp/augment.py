@@ -1,0 +1,225 @@
+"""``fastmed polyp augment``: train the class-conditioned two-generator model.
+
+Networks (``fastmed.nets.generators``): G makes a new image from a training
+image and its class (plus a noise plane, for several images per source); F
+restores the source from G's image and the class; D has an adversarial head
+(real vs generated) and a class head. A frozen CNN (the recognizer given with
+``--features``, else a seeded random ``--feature-arch``) maps images to
+L2-normalised features for the distribution distances.
+
+One step, on a class-balanced batch (per class ``2 x per_class`` real images,
+halves ``X``, ``X'``; their generated images ``Y``, ``Y'``):
+
+* D: ``BCE(real) + BCE(generated)`` + class head
+  ``CE(real) - d_fake_class_weight * min(CE(generated), log K)`` – see
+  ``gan_losses.discriminator_class_loss`` for why the class head also learns
+  on real images and why the negative term is capped;
+* G and F: target loss ``w_adv * adversarial + w_gen * generation (cycle L1)
+  + w_pred * prediction + w_dist1 * (-D) + w_dist2 * (-sum E)``, the first and
+  second distribution distances coming from ONE batched
+  ``sinkhorn_divergence`` call (``gan_losses.distribution_distances``); the
+  unbounded ``-D`` is guarded by normalised features and a hinge at ``margin``.
+
+Update condition: at most ``epochs x steps_per_epoch`` updates (the cap), and
+when ``loss_threshold`` is set, updates stop once an epoch's mean target loss
+falls below it (later epochs only log). The run folder holds the generator
+checkpoint (``kind="generator"``; F, D and the optimizers in ``last.pt``'s
+train state for ``--resume``), ``metrics.jsonl``, ``curves.png`` and
+``samples.png`` (sources over generated images, per class).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from fastmed.cfg.polyp import PolypAugmentConfig
+from fastmed.data.folders import format_skipped
+from fastmed.engine.checkpoint import load_model, make_checkpoint
+from fastmed.engine.device import select_device
+from fastmed.engine.fit import FitLoop
+from fastmed.engine.plots import save_image_grid
+from fastmed.engine.run_dir import RunDir, new_run_dir
+from fastmed.engine.seed import seed_everything
+from fastmed.errors import FastmedError
+from fastmed.nets.classifiers import feature_extractor
+from fastmed.nets.registry import create_model
+from fastmed.polyp import gan_losses as L
+from fastmed.polyp.generate import generate_batch
+from fastmed.polyp.image_sets import ImageSet, imagenet_normalize, load_class_folders
+
+PIXEL_NORMALIZATION = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}  # [0, 1] -> [-1, 1]
+
+
+def frozen_feature_net(features: str | None, feature_arch: str, num_classes: int, seed: int, device: torch.device) -> torch.nn.Module:
+    """``(B, 3, H, W)`` in [0, 1] → ``(B, F)`` features of a frozen CNN (eval mode, no parameter grads)."""
+    if features:
+        model, ckpt = load_model(features)
+        if ckpt.get("kind") != "classifier":
+            raise FastmedError(f"--features {features} is a {ckpt.get('kind')!r} checkpoint; a classifier checkpoint is needed")
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = create_model(feature_arch, num_classes=num_classes)
+    body, _ = feature_extractor(model)
+    net = torch.nn.Sequential(_ImagenetInput(), body).to(device).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+class _ImagenetInput(torch.nn.Module):
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        return imagenet_normalize(x01)
+
+
+class GeneratorTask:
+    """The ``TrainTask`` of ``polyp augment`` (see module docstring)."""
+
+    def __init__(self, cfg: PolypAugmentConfig, data: ImageSet, device: torch.device, run: RunDir):
+        self.cfg, self.data, self.device, self.run = cfg, data, device, run
+        K = len(data.class_names)
+        self.K = K
+        self.g_kwargs = {"num_classes": K, "base": cfg.base, "n_res": 3, "noise_channels": 1}
+        self.G = create_model("cond_generator", **self.g_kwargs).to(device)
+        self.F = create_model("cond_generator", **{**self.g_kwargs, "noise_channels": 0}).to(device)
+        self.D = create_model("cond_discriminator", num_classes=K, base=cfg.base).to(device)
+        self.phi = frozen_feature_net(cfg.features, cfg.feature_arch, K, cfg.seed, device)
+        self.opt_g = torch.optim.Adam(list(self.G.parameters()) + list(self.F.parameters()), lr=cfg.lr, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        self.by_class = [torch.nonzero(data.labels == k).flatten() for k in range(K)]
+        missing = [data.class_names[k] for k in range(K) if len(self.by_class[k]) == 0]
+        if missing:
+            raise FastmedError(f"class(es) {missing} have no training image")
+        self.rng = torch.Generator().manual_seed(cfg.seed)
+        self.steps, self.stopped, self.epoch_targets = 0, False, []
+        self.use_dist = cfg.w_dist1 > 0 or cfg.w_dist2 > 0
+        # fixed sources for the sample grid: up to 4 per class
+        self.grid_idx = torch.cat([idx[:4] for idx in self.by_class])
+
+    # ---- data -------------------------------------------------------------------------------
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per class ``2 x per_class`` images (with replacement), randomly flipped: ``(K*2n, 3, S, S)``, labels."""
+        n2 = 2 * self.cfg.per_class
+        idx = torch.cat([ids[torch.randint(len(ids), (n2,), generator=self.rng)] for ids in self.by_class])
+        x = self.data.images[idx].clone()
+        flip = torch.rand(len(idx), 2, generator=self.rng) < 0.5
+        x[flip[:, 0]] = x[flip[:, 0]].flip(3)
+        x[flip[:, 1]] = x[flip[:, 1]].flip(2)
+        return x, self.data.labels[idx]
+
+    def train_batches(self, epoch: int) -> Iterator[Any]:
+        self.epoch_targets = []
+        if self.stopped:
+            return iter(())
+        for m in (self.G, self.F, self.D):
+            m.train()
+        return (self._batch() for _ in range(self.cfg.steps_per_epoch))
+
+    # ---- one step ---------------------------------------------------------------------------
+    def _distances(self, x01: torch.Tensor, fake01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """First (K,) and second (K(K-1)/2,) distribution distances of the batch (one Sinkhorn call)."""
+        n = self.cfg.per_class
+        with torch.no_grad():
+            real = L.normalize_features(self.phi(x01)).view(self.K, 2 * n, -1)
+        fake = L.normalize_features(self.phi(fake01)).view(self.K, 2 * n, -1)
+        return L.distribution_distances(
+            list(real[:, :n]), list(real[:, n:]), list(fake[:, :n]), list(fake[:, n:]), blur=self.cfg.blur,
+        )
+
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        cfg = self.cfg
+        x01, y = batch[0].to(self.device), batch[1].to(self.device)
+        x = x01 * 2 - 1
+        fake = self.G(x, y, torch.randn(x.shape[0], 1, *x.shape[2:], device=self.device))
+
+        # discriminator: adversarial head + class head
+        real_adv, real_cls = self.D(x)
+        fake_adv, fake_cls = self.D(fake.detach())
+        loss_d = L.adversarial_loss(real_adv, True) + L.adversarial_loss(fake_adv, False) + L.discriminator_class_loss(
+            real_cls, y, fake_cls, y, cfg.d_fake_class_weight)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+        # generators G and F: the target loss
+        adv, cls = self.D(fake)
+        out = {
+            "adv": L.adversarial_loss(adv, True),
+            "gen": L.generation_loss(x, self.F(fake, y)),
+            "pred": L.prediction_loss(cls, y),
+        }
+        target = cfg.w_adv * out["adv"] + cfg.w_gen * out["gen"] + cfg.w_pred * out["pred"]
+        if self.use_dist:
+            first, second = self._distances(x01, (fake + 1) / 2)
+            out["dist1"], out["dist2"] = L.distribution_losses(first, second, cfg.margin)
+            out["D_first"], out["E_second"] = first.mean(), second.mean() if second.numel() else second.new_zeros(())
+            target = target + cfg.w_dist1 * out["dist1"] + cfg.w_dist2 * out["dist2"]
+        self.opt_g.zero_grad(set_to_none=True)
+        target.backward()
+        self.opt_g.step()
+        self.steps += 1
+        self.epoch_targets.append(target.item())
+        return {"target": self.epoch_targets[-1], "loss_d": float(loss_d), **{k: float(v) for k, v in out.items()}}
+
+    # ---- fit-loop hooks ---------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Class agreement of D's class head on generated images, and the update condition."""
+        self.G.eval()
+        self.D.eval()
+        gen = torch.Generator().manual_seed(self.cfg.seed + 1)
+        x01, y = self.data.images[self.grid_idx].to(self.device), self.data.labels[self.grid_idx].to(self.device)
+        fake01 = generate_batch(self.G, x01, y, gen)
+        _, cls = self.D(fake01 * 2 - 1)
+        pairs = torch.stack([x01, fake01], 1).flatten(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+        titles = [f"{self.data.class_names[int(c)]} {'src' if j == 0 else 'gen'}" for c in y.tolist() for j in (0, 1)]
+        save_image_grid(pairs, self.run.path / "samples.png", titles=titles, ncols=8)
+        if self.cfg.loss_threshold is not None and self.epoch_targets and np.mean(self.epoch_targets) < self.cfg.loss_threshold:
+            self.stopped = True
+        return {"d_class_agreement": float((cls.argmax(1) == y).float().mean()), "updates": float(self.steps),
+                "stopped": float(self.stopped)}
+
+    def checkpoint(self) -> dict[str, Any]:
+        s = self.cfg.image_size
+        return make_checkpoint(
+            self.G, task="polyp", kind="generator", arch="cond_generator", arch_kwargs=self.g_kwargs,
+            class_names=self.data.class_names, input_size=[s, s], normalization=PIXEL_NORMALIZATION,
+            meta={"losses": {k: getattr(self.cfg, k) for k in ("w_adv", "w_gen", "w_pred", "w_dist1", "w_dist2", "margin", "blur")},
+                  "features": self.cfg.features or f"random {self.cfg.feature_arch} (seed {self.cfg.seed})",
+                  "updates": self.steps},
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"restorer": self.F.state_dict(), "discriminator": self.D.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "opt_d": self.opt_d.state_dict(), "steps": self.steps, "stopped": self.stopped}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["model"])
+        if "restorer" in state:
+            self.F.load_state_dict(state["restorer"])
+            self.D.load_state_dict(state["discriminator"])
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.steps, self.stopped = int(state["steps"]), bool(state["stopped"])
+
+
+def run_augment(cfg: PolypAugmentConfig) -> dict[str, Any]:
+    """Train the generator; return a summary (run folder, generator weights, last metrics)."""
+    seed_everything(cfg.seed)
+    device = select_device(cfg.device)
+    data = load_class_folders(cfg.data, cfg.image_size)
+    if data.skipped:
+        print(format_skipped(data.skipped))
+    run = RunDir(new_run_dir("polyp", "augment", cfg.out, resume=cfg.resume))
+    run.save_config(cfg)
+    task = GeneratorTask(cfg, data, device, run)
+    print(f"training the generator on {len(data.labels)} images, classes {data.class_names}, device {device}; run: {run.path}")
+    history = FitLoop(run, cfg.epochs, monitor=None, show_progress=cfg.progress, title="polyp generator").fit(task, resume=cfg.resume)
+    last = history[-1] if history else {}
+    summary = {"run": str(run.path), "weights": str(run.best), "updates": task.steps, "samples": str(run.path / "samples.png"),
+               "last": {k: v for k, v in last.items() if k.startswith(("train/", "val/"))}}
+    print(f"{task.steps} generator updates; weights {run.best}; samples {run.path / 'samples.png'}")
+    return summary
