@@ -1,0 +1,60 @@
+"""`fastmed export | predict | bench` end to end on synthetic data."""
+import csv
+import json
+
+import pytest
+
+from fastmed.cli import main
+
+
+def test_export_cli_onnx(mobilenet_ckpt, polyp_dir, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--weights", str(mobilenet_ckpt), "--format", "onnx", "--out", str(out),
+                 "--data", str(polyp_dir / "val"), "--exporter", "torchscript"]) == 0
+    assert out.is_file() and "max |Δprob|" in capsys.readouterr().out
+
+
+def test_export_cli_reports_user_errors(mobilenet_ckpt, capsys):
+    assert main(["export", "--weights", str(mobilenet_ckpt), "--format", "onnx-int8"]) == 2
+    assert "--calib" in capsys.readouterr().err
+    assert main(["export", "--weights", "missing.pt"]) == 2
+
+
+def test_predict_cli_folder_skips_bad_image(mobilenet_onnx, polyp_dir, tmp_path, capsys):
+    import shutil
+
+    src = tmp_path / "imgs"
+    shutil.copytree(polyp_dir / "val" / "normal", src)
+    (src / "broken.png").write_bytes(b"\x89PNG broken")
+    run = tmp_path / "run"
+    assert main(["predict", "--weights", str(mobilenet_onnx), "--source", str(src), "--out", str(run)]) == 0
+    rows = list(csv.DictReader(open(run / "predictions.csv")))
+    assert len(rows) == len(list(src.iterdir())) - 1
+    assert {"path", "class", "prob", "p_adenoma"} <= set(rows[0])
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_predict_cli_stream_folder(mobilenet_ckpt, polyp_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["predict", "--weights", str(mobilenet_ckpt), "--source", str(polyp_dir / "val" / "adenoma"),
+                 "--stream", "--out", str(run)]) == 0
+    stats = json.loads((run / "stream.json").read_text())
+    assert stats["frames"] == 6 and "p99.9" in stats["compute_ms"]
+    assert "fps sustained" in capsys.readouterr().out
+
+
+def test_bench_cli_table_json_and_floor(mobilenet_ckpt, polyp_dir, tmp_path, capsys):
+    run = tmp_path / "bench"
+    args = ["bench", "--weights", str(mobilenet_ckpt), "--data", str(polyp_dir / "val"), "--calib", str(polyp_dir / "train"),
+            "--batch", "4", "--iters", "3", "--warmup", "1", "--exporter", "torchscript", "--out", str(run)]
+    assert main(args + ["--min-metric", "1.01"]) == 1  # no row can reach 101 % accuracy: exit non-zero
+    result = json.loads((run / "bench.json").read_text())
+    rows = {r["format"]: r for r in result["rows"]}
+    assert rows["pytorch"]["status"] == rows["onnx"]["status"] == "exported, validated"
+    assert rows["onnx"]["max_abs_prob_diff"] <= 1e-4 and rows["onnx"]["p50_ms"] > 0 and rows["onnx"]["throughput_ips"] > 0
+    assert rows["onnx-int8"]["size_mb"] < 0.4 * rows["onnx"]["size_mb"]
+    assert rows["tensorrt-fp16"]["status"] == "skipped" and "gpu" in rows["tensorrt-fp16"]["note"]
+    assert result["versions"]["onnxruntime"] and result["failures"]
+    table = (run / "bench.md").read_text()
+    assert "| ONNX Runtime int8 |" in table and "speed-up" in table
+    assert "FAILED the floor" in capsys.readouterr().out

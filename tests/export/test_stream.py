@@ -1,0 +1,58 @@
+"""Streaming: a real video through the bounded-queue pipeline, an image sequence with a bad frame."""
+import shutil
+
+import numpy as np
+import pytest
+
+from fastmed.export import Predictor
+from fastmed.export.preprocess import list_image_files, read_images
+from fastmed.export.stream import percentiles_ms, stream_predict
+
+
+@pytest.fixture(scope="module")
+def predictor(mobilenet_onnx):
+    return Predictor(mobilenet_onnx)
+
+
+def test_video_stream_with_annotated_output(predictor, polyp_dir, tmp_path):
+    av = pytest.importorskip("av")
+    from fastmed.export.video import VideoWriter
+
+    images, _ = read_images(list_image_files(polyp_dir / "val")[:5])
+    writer = VideoWriter(tmp_path / "clip.mp4", fps=10)
+    for i in range(20):
+        writer.write(images[i % 5])
+    writer.close()
+    rep = stream_predict(predictor, tmp_path / "clip.mp4", queue_size=2, annotate_to=tmp_path / "out.mp4")
+    assert rep.frames == 20 and rep.bad_frames == 0 and len(rep.predictions) == 20
+    assert set(rep.compute_ms) == {"p50", "p95", "p99", "p99.9"}
+    assert rep.compute_ms["p50"] <= rep.end_to_end_ms["p50"] <= rep.latency_ms["p99"] + 1e-9
+    assert rep.fps > 0 and rep.compute_fps >= rep.fps * 0.5
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 20
+    rep5 = stream_predict(predictor, tmp_path / "clip.mp4", max_frames=5, warmup=0)
+    assert rep5.frames == 5
+
+
+def test_image_sequence_counts_and_skips_a_bad_frame(predictor, polyp_dir, tmp_path):
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    for i, f in enumerate(list_image_files(polyp_dir / "val")[:6]):
+        shutil.copy(f, seq / f"frame_{i:03d}.png")
+    (seq / "frame_003.png").write_bytes(b"not a png")
+    rep = stream_predict(predictor, seq, queue_size=1)
+    assert rep.frames == 5 and rep.bad_frames == 1 and rep.bad[0]["frame"] == 3
+    assert [p["frame"] for p in rep.predictions] == [0, 1, 2, 4, 5]
+    ref = predictor.predict(sorted(p for p in seq.iterdir() if p.name != "frame_003.png"))
+    assert [p["class"] for p in rep.predictions] == [predictor.class_names[k] for k in ref.argmax(1)]
+
+
+def test_percentiles_and_errors(predictor, tmp_path):
+    p = percentiles_ms([0.001] * 99 + [0.1])
+    assert p["p50"] == pytest.approx(1.0) and p["p99.9"] > 50
+    with pytest.raises(ValueError, match="queue_size"):
+        stream_predict(predictor, tmp_path, queue_size=0)
+    from fastmed.errors import FastmedError
+
+    with pytest.raises(FastmedError, match="video"):
+        stream_predict(predictor, tmp_path / "x.txt")
