@@ -21,6 +21,7 @@ from fastmed.errors import FastmedError
 # (stage name, "module:function"); order matters (later stages may use earlier artifacts)
 STAGES: list[tuple[str, str]] = [
     ("polyp", "fastmed.polyp.demo_stage:run"),
+    ("seg-reweight", "fastmed.seg.reweight.demo_stage:run"),
 ]
 
 

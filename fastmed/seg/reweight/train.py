@@ -80,7 +80,7 @@ def load_splits(cfg) -> tuple[list[SegItem], list[SegItem], list[SegItem]]:
     if not val:
         raise DataError(f"no validation images with exact masks under {cfg.data}")
     exact, rough = split_exact_rough(train_items, cfg.n_exact, cfg.exact_list, cfg.seed)
-    return exact, (rough if cfg.use_rough else []), val
+    return exact, rough, val
 
 
 def predict_dataset(model: torch.nn.Module, images: torch.Tensor, device: torch.device, chunk: int = 32) -> torch.Tensor:
@@ -101,6 +101,9 @@ class ReweightTask:
 
     def __init__(self, cfg, exact: list[SegItem], rough: list[SegItem], val: list[SegItem], device: torch.device):
         self.cfg, self.device = cfg, device
+        # an epoch is one pass over the training images, whether or not the rough ones are used
+        self.n_steps = max(1, math.ceil((len(exact) + len(rough)) / cfg.batch_size))
+        rough = rough if cfg.use_rough else []
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.arch_kwargs = {"in_channels": 3, "num_classes": 1, "base_width": cfg.base_width, "depth": cfg.depth}
         self.exact = SegDataset(exact, cfg.image_size, "mask")
@@ -118,9 +121,8 @@ class ReweightTask:
     # --- batches -------------------------------------------------------------
     def train_batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         bs = self.cfg.batch_size
-        n_steps = max(1, math.ceil(len(self.rough) / bs), math.ceil(len(self.exact) / bs))
         rough_order = torch.randperm(len(self.rough), generator=self.gen) if len(self.rough) else None
-        for s in range(n_steps):
+        for s in range(self.n_steps):
             batch = {"exact": torch.randint(len(self.exact), (min(bs, len(self.exact)),), generator=self.gen)}
             if rough_order is not None:
                 batch["rough"] = rough_order[(torch.arange(bs) + s * bs) % len(self.rough)]
@@ -265,6 +267,7 @@ def train(cfg) -> dict[str, Any]:
     run = RunDir(new_run_dir("seg", "train", cfg.out, resume=cfg.resume))
     run.save_config(cfg)
     task = ReweightTask(cfg, exact, rough, val, device)
+    rough = task.rough.items
     print(f"seg reweight: {len(exact)} exact, {len(rough)} rough, {len(val)} validation images -> {run.path}")
     records = FitLoop(run, cfg.epochs, monitor="val/dice", mode="max", show_progress=cfg.progress, title="seg reweight").fit(task, resume=cfg.resume)
     final = {k.split("/", 1)[1]: v for k, v in records[-1].items() if k.startswith("val/")}

@@ -1,0 +1,134 @@
+"""seg-reweight: the weight update, mixing, losses (known values) and the CLI end to end."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fastmed.cli import main
+from fastmed.engine.checkpoint import load_checkpoint
+from fastmed.seg.reweight.losses import region_bce, seg_loss, soft_dice_loss
+from fastmed.seg.reweight.mixing import mix, sample_pairs
+from fastmed.seg.reweight.weights import GammaTable, mean_gradient, separation_auc
+
+
+def test_gamma_update_rules_known_values():
+    t = GammaTable(4, init=0.5)
+    idx = torch.tensor([0, 1, 2, 3])
+    dots = torch.tensor([2.0, -2.0, 1.0, 3.0])
+    t.step(idx, dots, beta=0.1, rule="raw", step=1)
+    torch.testing.assert_close(t.gamma, torch.tensor([0.7, 0.3, 0.6, 0.8]))
+    t = GammaTable(4, init=0.5)
+    t.step(idx, dots, beta=0.1, rule="scaled", step=1)  # mean |d| = 2
+    torch.testing.assert_close(t.gamma, torch.tensor([0.6, 0.4, 0.55, 0.65]))
+    t = GammaTable(4, init=1.0)
+    t.step(idx, dots, beta=0.5, rule="centered", step=1)  # d - 1 = [1, -3, 0, 2], mean |.| = 1.5
+    torch.testing.assert_close(t.gamma, torch.tensor([1.0, 0.0, 1.0, 1.0]))
+    assert [s for s, _ in t.history] == [0, 1]
+    with pytest.raises(ValueError, match="rule"):
+        t.step(idx, dots, 0.1, "other", 2)
+    with pytest.raises(ValueError, match="init"):
+        GammaTable(2, init=1.5)
+
+
+def test_gamma_state_roundtrip_and_pool_only():
+    t = GammaTable(5, init=1.0)
+    t.step(torch.tensor([1, 3]), torch.tensor([-1.0, 1.0]), 0.5, "centered", 7)
+    assert t.gamma[0] == 1 and t.gamma[1] == 0.5 and t.gamma[3] == 1
+    u = GammaTable(5)
+    u.load_state_dict(t.state_dict())
+    torch.testing.assert_close(u.gamma, t.gamma)
+    assert [s for s, _ in u.history] == [0, 7]
+
+
+def test_separation_auc():
+    assert separation_auc(np.array([0.1, 0.2, 0.9, 0.8]), np.array([1, 1, 0, 0])) == 1.0
+    assert separation_auc(np.array([0.9, 0.1]), np.array([1, 0])) == 0.0
+    assert separation_auc(np.array([0.5, 0.5]), np.array([1, 0])) == 0.5
+    assert math.isnan(separation_auc(np.array([0.5, 0.5]), np.array([0, 0])))
+
+
+def test_sample_pairs_follow_weights():
+    g = torch.Generator().manual_seed(0)
+    i, j = sample_pairs(torch.tensor([0.0, 0.0, 1.0, 0.0]), 50, g)
+    assert (i == 2).all() and len(set(j.tolist())) > 1
+    i, _ = sample_pairs(torch.zeros(3), 30, g)  # all zero -> uniform
+    assert len(set(i.tolist())) > 1
+
+
+def test_mix_and_losses_known_values():
+    region = torch.tensor([[[[1.0, 0.0]]]])
+    out = mix(region, torch.full((1, 3, 1, 2), 2.0), torch.full((1, 3, 1, 2), 5.0))
+    assert out[0, :, 0].tolist() == [[2.0, 5.0]] * 3
+    logits = torch.zeros(2, 1, 2, 2)
+    target = torch.tensor([[1.0, 1.0], [0.0, 0.0]]).view(1, 1, 2, 2).repeat(2, 1, 1, 1)
+    # p = 0.5 everywhere: BCE = ln 2; Dice = (2*1 + 1) / (2 + 2 + 1) = 0.6
+    torch.testing.assert_close(seg_loss(logits, target), torch.full((2,), math.log(2) + 0.4))
+    torch.testing.assert_close(soft_dice_loss(logits, target), torch.full((2,), 0.4))
+    assert region_bce(logits, target, torch.zeros_like(target)).tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="same shape"):
+        seg_loss(logits, target[:, :, :1])
+
+
+def test_gamma_update_lowers_a_contradicting_image():
+    """An image whose mask is the inverse of the exact ones gets a smaller dot product than agreeing ones."""
+    from fastmed.kernels import per_sample_grad_dot
+    from fastmed.nets.unet import UNet
+
+    torch.manual_seed(0)
+    model = UNet(base_width=4, depth=1)
+    x = torch.randn(5, 3, 8, 8)
+    y = (torch.rand(1, 1, 8, 8) > 0.5).float().repeat(5, 1, 1, 1)
+    g_s = mean_gradient(model, soft_dice_loss, x[:2], y[:2])
+    rough_y = y[2:].clone()
+    rough_y[0] = 1 - rough_y[0]
+    d = per_sample_grad_dot(model, soft_dice_loss, x[2:], rough_y, g_s)
+    assert d[0] < d[1:].min()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_seg_train_reweight_cli_end_to_end(synth_root, tmp_path):
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    args = ["seg", "train", "--method", "reweight", "--data", str(synth_root / "seg"), "--out", str(out), "--epochs", "1",
+            "--base-width", "4", "--depth", "2", "--image-size", "32", "--n-exact", "4", "--tau", "1", "--batch-size", "4",
+            "--device", "cpu", "--overlays", "2"]
+    assert main(args) == 0
+    for name in ("config.yaml", "metrics.jsonl", "curves.png", "gamma.png", "gamma_history.csv", "summary.json", "weights/best.pt"):
+        assert (out / name).exists(), name
+    assert len(list((out / "overlays").glob("*.png"))) == 2
+    rows = list(csv.reader(open(out / "gamma_history.csv")))
+    assert len(rows[0]) == 1 + 12 and len(rows) >= 3  # 12 rough images; initial row + one per step
+    assert {float(v) for v in rows[-1][1:]} != {1.0}  # the update moved some weights
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.0 <= summary["val"]["dice"] <= 1.0 and 0.0 <= summary["gamma_auc"] <= 1.0 and "test" in summary
+    ckpt = load_checkpoint(out / "weights" / "best.pt")
+    assert ckpt["kind"] == "segmenter" and ckpt["input_size"] == [32, 32]
+    # resume to a second epoch keeps the weights' history
+    assert main(args[:-2] + ["--epochs", "2", "--resume", "--overlays", "0"]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    assert main(["seg", "predict", "--weights", str(out / "weights" / "best.pt"), "--source",
+                 str(synth_root / "seg" / "test" / "images"), "--out", str(tmp_path / "pred"), "--device", "cpu"]) == 0
+    assert len(list((tmp_path / "pred" / "masks").glob("*.png"))) == 6
+
+
+def test_config_errors(synth_root, tmp_path):
+    from fastmed.errors import FastmedError
+
+    base = ["seg", "train", "--data", str(synth_root / "seg"), "--out", str(tmp_path / "r"), "--device", "cpu"]
+    with pytest.raises(FastmedError, match="image-size"):
+        _parse(base[2:] + ["--image-size", "30"])
+    with pytest.raises(FastmedError, match="method"):
+        _parse(base[2:] + ["--method", "magic"])
+    assert main(base + ["--n-exact", "99", "--epochs", "1"]) == 2  # the CLI prints the error and exits 2
+
+
+def _parse(args):
+    from fastmed.cfg.base import parse_options
+    from fastmed.cfg.seg import SegTrainConfig
+
+    return parse_options(SegTrainConfig, args)
