@@ -38,11 +38,19 @@ def to_rgb_uint8(item: ImageLike) -> np.ndarray:
 
 
 def resize(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Bilinear resize of an ``(H, W, 3)`` uint8 image to ``size = (H, W)``."""
+    """Antialiased bilinear resize of an ``(H, W, 3)`` uint8 image to ``size = (H, W)``.
+
+    The same operation as training's eval transform (torchvision ``Resize(antialias=True)``
+    on a uint8 image), so a checkpoint and its exports see identical pixels.
+    """
     h, w = int(size[0]), int(size[1])
     if image.shape[:2] == (h, w):
         return image
-    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    import torch
+    from torchvision.transforms.v2.functional import resize as tv_resize
+
+    chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    return tv_resize(chw, [h, w], antialias=True).permute(1, 2, 0).numpy()
 
 
 def prepare_batch(images: Sequence[np.ndarray], meta: ModelMetadata) -> np.ndarray:

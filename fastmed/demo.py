@@ -22,6 +22,7 @@ from fastmed.errors import FastmedError
 STAGES: list[tuple[str, str]] = [
     ("polyp", "fastmed.polyp.demo_stage:run"),
     ("seg-reweight", "fastmed.seg.reweight.demo_stage:run"),
+    ("export", "fastmed.export.demo_stage:run"),  # keep last: ships the student and recognizer of earlier stages
 ]
 
 
