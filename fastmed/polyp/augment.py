@@ -162,7 +162,7 @@ class GeneratorTask:
         self.opt_g.step()
         self.steps += 1
         self.epoch_targets.append(target.item())
-        return {"target": self.epoch_targets[-1], "loss_d": float(loss_d), **{k: float(v) for k, v in out.items()}}
+        return {"target": self.epoch_targets[-1], "loss_d": loss_d.item(), **{k: v.detach().item() for k, v in out.items()}}
 
     # ---- fit-loop hooks ---------------------------------------------------------------------
     @torch.no_grad()

@@ -1,0 +1,60 @@
+"""``fastmed polyp augment`` end to end on the tiny synthetic set (one generator for this module)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fastmed.cli import main
+from fastmed.engine.checkpoint import load_checkpoint, load_model
+
+ARGS = ["--per-class", "2", "--steps-per-epoch", "2", "--image-size", "32", "--base", "8", "--progress", "false", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def generator_run(synth_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("augment")
+    assert main(["polyp", "augment", "--data", str(synth_root / "polyp"), "--epochs", "1", "--out", str(out), *ARGS]) == 0
+    return out
+
+
+def test_augment_writes_a_generator_run(generator_run):
+    for name in ("config.yaml", "metrics.jsonl", "curves.png", "samples.png", "weights/best.pt", "weights/last.pt"):
+        assert (generator_run / name).exists(), name
+    rec = json.loads((generator_run / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in ("train/target", "train/gen", "train/pred", "train/adv", "train/dist1", "train/dist2", "train/loss_d"):
+        assert key in rec and rec[key] == rec[key], key  # present and not NaN
+    G, ckpt = load_model(generator_run / "weights" / "best.pt")
+    assert ckpt["kind"] == "generator" and ckpt["class_names"] == ["adenoma", "hyperplastic", "normal"]
+    assert G(torch.zeros(1, 3, 32, 32), torch.tensor([1]), torch.zeros(1, 1, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_resume_and_update_condition(generator_run, synth_root, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(generator_run, run)
+    # a threshold above any loss: the first resumed epoch updates, then updates stop
+    assert main(["polyp", "augment", "--data", str(synth_root / "polyp"), "--epochs", "3", "--out", str(run), "--resume",
+                 "--loss-threshold", "1e9", *ARGS]) == 0
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in recs] == [1, 2, 3]
+    assert [r["val/updates"] for r in recs] == [2.0, 4.0, 4.0]
+    assert load_checkpoint(run / "weights" / "last.pt")["meta"]["updates"] == 4
+
+
+def test_without_distribution_losses_no_sinkhorn_is_called(synth_root, tmp_path, monkeypatch):
+    import fastmed.polyp.gan_losses as L
+
+    def fail(*a, **k):
+        raise AssertionError("sinkhorn called with the distribution losses off")
+
+    monkeypatch.setattr(L, "sinkhorn_divergence", fail)
+    assert main(["polyp", "augment", "--data", str(synth_root / "polyp"), "--epochs", "1", "--out", str(tmp_path / "r"),
+                 "--w-dist1", "0", "--w-dist2", "0", "--steps-per-epoch", "1", *ARGS[2:]]) == 0
+
+
+def test_bad_options_are_reported(synth_root, capsys):
+    assert main(["polyp", "augment", "--data", str(synth_root / "polyp"), "--image-size", "30"]) == 2
+    assert "--image-size must be divisible by 4" in capsys.readouterr().err

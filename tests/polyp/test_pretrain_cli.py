@@ -1,0 +1,30 @@
+"""``fastmed polyp pretrain`` end to end and its checkpoint contract with ``polyp train --pretrained``."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from fastmed.cli import main
+from fastmed.engine.checkpoint import load_checkpoint
+from fastmed.engine.init_weights import load_matching_weights
+from fastmed.nets.registry import create_model
+
+
+def test_pretrain_writes_an_encoder_checkpoint_train_can_load(synth_root, tmp_path):
+    out = tmp_path / "pre"
+    assert main(["polyp", "pretrain", "--data", str(synth_root / "polyp"), "--arch", "mobilenet_v3_small", "--epochs", "1",
+                 "--batch-size", "8", "--image-size", "32", "--paint-prob", "0.5", "--out", str(out), "--progress", "false",
+                 "--seed", "3"]) == 0
+    assert (out / "restoration.png").exists() and (out / "curves.png").exists()
+    rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["val/mse"] >= 0 and rec["val/mse_identity"] > 0
+    ckpt = load_checkpoint(out / "weights" / "best.pt")
+    assert ckpt["kind"] == "pretrained-encoder"
+    assert ckpt["arch"] == {"name": "mobilenet_v3_small", "kwargs": {"num_classes": 3}}
+    torch.manual_seed(3)
+    fresh = create_model("mobilenet_v3_small", num_classes=5)  # another head size: the head is skipped
+    before = fresh.state_dict()["features.0.0.weight"].clone()
+    loaded, skipped = load_matching_weights(fresh, ckpt["model"])
+    assert any(k.startswith("classifier.3") for k in skipped) and all(k.startswith(("features.", "classifier.0")) for k in loaded)
+    assert not torch.equal(fresh.state_dict()["features.0.0.weight"], before)  # the trained encoder arrived
