@@ -84,7 +84,8 @@ def normalized_input(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
     if isinstance(module, nn.LayerNorm):
         return F.layer_norm(a, module.normalized_shape, None, None, module.eps)
     if isinstance(module, nn.modules.instancenorm._InstanceNorm):
-        return F.instance_norm(a, None, None, None, None, True, 0.0, module.eps)
+        use_batch_stats = module.training or not module.track_running_stats  # per sample either way
+        return F.instance_norm(a, module.running_mean, module.running_var, None, None, use_batch_stats, 0.0, module.eps)
     if isinstance(module, nn.modules.batchnorm._BatchNorm):  # eval mode with running stats (checked earlier)
         return F.batch_norm(a, module.running_mean, module.running_var, None, None, False, 0.0, module.eps)
     raise TypeError(f"no normalization rule for {type(module).__name__}")

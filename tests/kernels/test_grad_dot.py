@@ -112,6 +112,19 @@ def test_batchnorm_train_refused_eval_accepted():
     torch.testing.assert_close(per_sample_grad_dot(model, mse_per_sample, x, y, g), ground_truth(model, mse_per_sample, x, y, g))
 
 
+@pytest.mark.parametrize("track", [False, True])
+def test_instance_norm(track):
+    """Instance statistics (train mode, no running stats) or running statistics (eval mode)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4, affine=True, track_running_stats=track), nn.Conv2d(4, 1, 1))
+    model, x, y, g = _problem(model, torch.float64, shape=(3, 8, 8))
+    if track:
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+        model.eval()
+    want = ground_truth(model, mse_per_sample, x, y, g)
+    torch.testing.assert_close(per_sample_grad_dot(model, mse_per_sample, x, y, g), want)
+
+
 def test_unknown_layer_falls_back_exactly_with_warning():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.PReLU(4), nn.Conv2d(4, 2, 1))
     model, x, y, g = _problem(model, torch.float64, shape=(3, 7, 7))
