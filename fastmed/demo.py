@@ -21,6 +21,8 @@ from fastmed.errors import FastmedError
 # (stage name, "module:function"); order matters (later stages may use earlier artifacts)
 STAGES: list[tuple[str, str]] = [
     ("polyp", "fastmed.polyp.demo_stage:run"),
+    ("polyp-gen", "fastmed.polyp.gen_demo_stage:run"),
+    ("distill", "fastmed.distill.demo_stage:run"),
     ("seg-reweight", "fastmed.seg.reweight.demo_stage:run"),
     ("export", "fastmed.export.demo_stage:run"),  # keep last: ships the student and recognizer of earlier stages
 ]

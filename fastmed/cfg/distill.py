@@ -64,6 +64,6 @@ COMMANDS = [
     Command("distill", "train", DistillTrainConfig, "fastmed.distill.train:run_train",
             "distill a small student (MobileNet) from a frozen teacher checkpoint: mutual information with a "
             "learnable Gaussian prior, optional Hinton KD"),
-    Command("distill", "predict", DistillPredictConfig, "fastmed.distill.predict:run_predict",
-            "per-image class probabilities from a student checkpoint (the polyp predictor)"),
+    Command("distill", "predict", DistillPredictConfig, "fastmed.polyp.predict:run_predict",
+            "per-image class probabilities from a student checkpoint (the classifier predictor of `polyp predict`)"),
 ]

@@ -28,6 +28,8 @@ from fastmed.errors import DataError, FastmedError
 from fastmed.nets.classifiers import CLASSIFIERS
 from fastmed.nets.registry import create_model
 
+BN_MOMENTUM = 0.1  # batch-norm running-statistics momentum of the student during training
+
 
 @dataclass
 class Teacher:
@@ -80,6 +82,9 @@ class DistillTask:
             raise DataError(f"need >= 2 training and >= 1 validation images, got {len(self.train_set)} and {len(self.val_set)}")
 
         self.student = create_model(cfg.arch, num_classes=self.num_classes).to(device)
+        for m in self.student.modules():  # torchvision's MobileNetV3 uses 0.01, tuned for ImageNet-length runs;
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):  # not saved in checkpoints
+                m.momentum = BN_MOMENTUM
         self.objective = DistillObjective(self.num_classes, cfg.ce_weight, cfg.kd_weight, cfg.temperature, cfg.mi_weight,
                                           cfg.prior, cfg.prior_weight, cfg.prior_init_std).to(device)
         self.optimizer = torch.optim.AdamW([
@@ -180,11 +185,13 @@ def train_student(cfg: DistillTrainConfig) -> tuple[Path, list[dict[str, Any]]]:
     return run.path, history
 
 
-def run_train(cfg: DistillTrainConfig) -> int:
-    """CLI runner of ``fastmed distill train``."""
+def run_train(cfg: DistillTrainConfig) -> dict[str, Any]:
+    """CLI runner of ``fastmed distill train``; returns a summary (run folder, weights, last validation metrics)."""
     path, history = train_student(cfg)
     last = history[-1] if history else {}
+    summary = {"run": str(path), "weights": str(path / "weights" / "best.pt"), "last_weights": str(path / "weights" / "last.pt"),
+               **{k.removeprefix("val/"): v for k, v in last.items() if k.startswith("val/")}}
     shown = ", ".join(f"{k}={v:.4f}" for k, v in last.items() if k.startswith("val/"))
-    print(f"distill: {len(history)} epoch(s); {shown}")
-    print(f"student checkpoint: {path / 'weights' / 'best.pt'}")
-    return 0
+    print(f"distill: {len(history)} epoch(s); last epoch {shown}")
+    print(f"student checkpoint: {summary['weights']}")
+    return summary

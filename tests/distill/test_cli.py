@@ -1,0 +1,116 @@
+"""``fastmed distill train|predict`` end to end: scikit-learn digits and the synthetic polyps."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from fastmed.cli import main
+from fastmed.engine.checkpoint import load_checkpoint, load_model, make_checkpoint, save_checkpoint
+from fastmed.nets.registry import create_model
+
+
+def _metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _check_student(path, arch, class_names, size):
+    ckpt = load_checkpoint(path)
+    assert ckpt["kind"] == "classifier" and ckpt["task"] == "distill"
+    assert ckpt["arch"] == {"name": arch, "kwargs": {"num_classes": len(class_names)}}
+    assert ckpt["class_names"] == class_names and ckpt["input_size"] == [size, size]
+    assert set(ckpt["normalization"]) == {"mean", "std"}
+    model, _ = load_model(path)
+    assert model(torch.zeros(2, 3, size, size)).shape == (2, len(class_names))
+
+
+def test_digits_teacher_student_predict(tmp_path):
+    common = ["data=digits", "image_size=8", "epochs=1", "batch_size=128", "device=cpu", "lr=3e-3"]
+    assert main(["distill", "train", *common, "arch=resnet18", "kd_weight=0", "mi_weight=0", f"out={tmp_path / 't'}"]) == 0
+    teacher = tmp_path / "t" / "weights" / "last.pt"
+    digest = hashlib.sha256(teacher.read_bytes()).hexdigest()
+    assert main(["distill", "train", "data=digits", "epochs=1", "batch_size=128", "device=cpu",
+                 f"teacher={teacher}", f"out={tmp_path / 's'}"]) == 0
+    assert hashlib.sha256(teacher.read_bytes()).hexdigest() == digest
+    rec = _metrics(tmp_path / "s")[-1]
+    for key in ("train/ce", "train/kd", "train/mi", "train/prior_kl", "train/prior_std", "val/acc", "val/teacher_agree"):
+        assert key in rec, key
+    assert rec["val/teacher_acc"] > 0.2  # the teacher learnt something in one epoch (chance: 0.1)
+    student = tmp_path / "s" / "weights" / "best.pt"
+    _check_student(student, "mobilenet_v3_small", [str(i) for i in range(10)], 8)
+
+    from sklearn.datasets import load_digits
+
+    src = tmp_path / "digits_png"
+    src.mkdir()
+    for i, img in enumerate(load_digits().images[:3]):
+        Image.fromarray((img * 255 / 16).astype("uint8")).save(src / f"{i}.png")
+    (src / "broken.png").write_bytes(b"not a png")
+    out_csv = tmp_path / "pred.csv"
+    assert main(["distill", "predict", f"weights={student}", f"source={src}", f"save={out_csv}", "device=cpu"]) == 0
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 3 and {r["pred"] for r in rows} <= {str(i) for i in range(10)}
+
+
+def test_synthetic_polyps_from_a_polyp_recognizer(synth_root, tmp_path):
+    data = synth_root / "polyp"
+    assert main(["polyp", "train", f"data={data}", "arch=resnet18", "image_size=32", "epochs=1", "batch_size=16",
+                 "device=cpu", f"out={tmp_path / 'rec'}"]) == 0
+    teacher = tmp_path / "rec" / "weights" / "best.pt"
+    assert main(["distill", "train", f"data={data}", f"teacher={teacher}", "arch=mobilenet_v2", "epochs=2",
+                 "batch_size=16", "device=cpu", "prior_weight=0.5", f"out={tmp_path / 's'}"]) == 0
+    records = _metrics(tmp_path / "s")
+    assert [r["epoch"] for r in records] == [1, 2]
+    names = load_checkpoint(teacher)["class_names"]
+    student = tmp_path / "s" / "weights" / "last.pt"
+    _check_student(student, "mobilenet_v2", names, 32)
+    out_csv = tmp_path / "pred.csv"  # the polyp predictor takes the student like any recognizer
+    assert main(["polyp", "predict", f"weights={student}", f"source={data / 'test'}", f"save={out_csv}", "device=cpu"]) == 0
+    assert len(list(csv.DictReader(out_csv.open()))) == sum(1 for p in (data / "test").rglob("*.png"))
+
+
+def test_teacher_is_not_updated_by_a_training_step(synth_root, tmp_path):
+    from fastmed.cfg.base import parse_options
+    from fastmed.cfg.distill import DistillTrainConfig
+    from fastmed.distill.data import load_labelled_images
+    from fastmed.distill.train import DistillTask, load_teacher
+
+    names = ["adenoma", "hyperplastic", "normal"]
+    path = save_checkpoint(tmp_path / "t.pt", make_checkpoint(create_model("resnet18", num_classes=3), task="polyp",
+                           kind="classifier", arch="resnet18", arch_kwargs={"num_classes": 3}, class_names=names,
+                           input_size=[32, 32]))
+    cfg = parse_options(DistillTrainConfig, [f"data={synth_root / 'polyp'}", f"teacher={path}", "batch_size=8", "device=cpu"])
+    teacher = load_teacher(cfg.teacher, torch.device("cpu"))
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    task = DistillTask(cfg, load_labelled_images(cfg.data), teacher, torch.device("cpu"))
+    prior_before = task.objective.mi.prior.mean.clone()
+    out = task.train_step(next(iter(task.train_batches(1))))
+    assert {"loss", "ce", "kd", "mi", "prior_kl"} <= set(out)
+    assert all(p.grad is None for p in teacher.model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in teacher.model.state_dict().items())  # BN stats too (eval mode)
+    assert not torch.equal(prior_before, task.objective.mi.prior.mean)  # the prior is trained with the student
+
+
+@pytest.mark.parametrize("args, message", [
+    (["data=digits", "epochs=1"], "need --teacher"),
+    (["data=digits", "teacher=x.pt", "ce_weight=0", "kd_weight=0"], "relabelling"),
+    (["data=digits", "kd_weight=0", "mi_weight=0", "arch=unet"], "not a classifier"),
+    (["data=digits", "teacher=/nonexistent/t.pt"], "checkpoint not found"),
+    (["data=digits", "kd_weight=0", "mi_weight=0", "label_fraction=2"], "label-fraction"),
+])
+def test_bad_options_are_reported(args, message, capsys):
+    assert main(["distill", "train", "device=cpu", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_teacher_with_other_classes_is_rejected(synth_root, tmp_path, capsys):
+    path = save_checkpoint(tmp_path / "t.pt", make_checkpoint(create_model("resnet18", num_classes=3), task="polyp",
+                           kind="classifier", arch="resnet18", arch_kwargs={"num_classes": 3},
+                           class_names=["a", "b", "c"], input_size=[32, 32]))
+    assert main(["distill", "train", f"data={synth_root / 'polyp'}", f"teacher={path}", "device=cpu",
+                 f"out={tmp_path / 's'}"]) == 2
+    assert "teacher's classes" in capsys.readouterr().err
