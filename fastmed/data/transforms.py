@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torchvision.transforms.v2.functional import resize
 
 from fastmed.engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD
 
@@ -28,9 +28,11 @@ class ClassificationTransform:
         self.std = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         if x.shape[1:] != (self.size, self.size):
-            x = F.interpolate(x[None], size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)[0]
+            # resized as uint8, exactly as fastmed.export's preprocessing does
+            x = resize(x, [self.size, self.size], antialias=True)
+        x = x.float().div_(255)
         if self.train and self.strength > 0:
             x = self._augment(x)
         return (x - self.mean) / self.std

@@ -67,3 +67,15 @@ def test_split_keeps_one_of_each_class_in_train():
     samples = [(f"x{i}", 0) for i in range(2)] + [("y", 1)]
     train, val = stratified_split(samples, 0.5, 0)
     assert {y for _, y in train} == {0, 1} and len(val) == 1
+
+
+def test_eval_transform_matches_export_preprocessing():
+    """A checkpoint and its ONNX export must see identical pixels."""
+    from fastmed.data.transforms import classification_transform
+    from fastmed.export.metadata import ModelMetadata
+    from fastmed.export.preprocess import prepare_batch
+
+    image = (np.random.default_rng(0).random((90, 70, 3)) * 255).astype(np.uint8)
+    ours = classification_transform(64, train=False)(image).numpy()
+    meta = ModelMetadata(task="t", kind="classifier", arch="x", class_names=["a"], input_size=[64, 64])
+    np.testing.assert_allclose(ours, prepare_batch([image], meta)[0], atol=1e-5)
