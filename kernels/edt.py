@@ -151,12 +151,13 @@ def _transform(
 
     n_threads = numba.get_num_threads() if masks.size >= PARALLEL_MIN_ELEMENTS else 1
     _, n0, inner0 = lines(0)
-    nb.sweep_first_axis(masks.reshape(n_b, n0, inner0), spacing[0], dist.reshape(n_b, n0, inner0),
-                        idx_view(0), with_indices, n_threads)
-    for axis in range(1, ndim):
-        pre, n, inner = lines(axis)
-        nb.envelope_axis(dist.reshape(n_b * pre, n, inner), idx_view(axis), axis, spacing[axis],
-                         with_indices, axis == ndim - 1, n_threads)
+    with numba.parallel_chunksize(1):  # parts are taken dynamically (see edt_numba)
+        nb.sweep_first_axis(masks.reshape(n_b, n0, inner0), spacing[0], dist.reshape(n_b, n0, inner0),
+                            idx_view(0), with_indices, n_threads)
+        for axis in range(1, ndim):
+            pre, n, inner = lines(axis)
+            nb.envelope_axis(dist.reshape(n_b * pre, n, inner), idx_view(axis), axis, spacing[axis],
+                             with_indices, axis == ndim - 1, n_threads)
     if ndim == 1:
         np.sqrt(dist, out=dist)
     _fill_images_without_zero(dist, idx, spacing)

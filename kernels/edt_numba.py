@@ -40,6 +40,8 @@ from numba import njit, prange
 
 # Columns per work item of the first-axis sweep.
 SWEEP_CHUNK = 64
+# Parallel parts per thread (load balancing; see ``sweep_first_axis``).
+PARTS_PER_THREAD = 8
 
 
 @njit(cache=True)
@@ -174,12 +176,15 @@ def _envelope_items(f, idx, axis, w, with_idx, take_sqrt, first, last):
 def sweep_first_axis(mask, w, f, idx, with_idx, n_threads):
     """Driver of ``_sweep_items`` over every item (arguments as there).
 
-    n_threads: split the items evenly into this many parallel parts (at most
-    ``numba.get_num_threads()``); 1 runs on the calling thread, no launch at all.
+    n_threads: ``numba.get_num_threads()`` or 1 (run on the calling thread, no
+    parallel launch at all).  The items are split into up to
+    ``PARTS_PER_THREAD * n_threads`` equal parts; called under
+    ``numba.parallel_chunksize(1)`` the threads take parts as they free up, so a
+    thread that the OS pauses (busy machine) does not hold the others back.
     """
     n_items = sweep_items(mask)
-    n_parts = min(n_threads, n_items)
-    if n_parts < 2:  # no parallel region launched at all
+    n_parts = min(n_threads * PARTS_PER_THREAD, n_items)
+    if n_threads < 2 or n_parts < 2:  # no parallel region launched at all
         _sweep_items(mask, w, f, idx, with_idx, 0, n_items)
         return
     for t in prange(n_parts):
@@ -190,8 +195,8 @@ def sweep_first_axis(mask, w, f, idx, with_idx, n_threads):
 def envelope_axis(f, idx, axis, w, with_idx, take_sqrt, n_threads):
     """Driver of ``_envelope_items`` over every line (arguments as there; n_threads as above)."""
     n_lines = f.shape[0] * f.shape[2]
-    n_parts = min(n_threads, n_lines)
-    if n_parts < 2:
+    n_parts = min(n_threads * PARTS_PER_THREAD, n_lines)
+    if n_threads < 2 or n_parts < 2:
         _envelope_items(f, idx, axis, w, with_idx, take_sqrt, 0, n_lines)
         return
     for t in prange(n_parts):

@@ -1,0 +1,36 @@
+"""Losses of the contour method (tensors in, tensors out).
+
+* first difference — ``correlation_loss``: regression between the predicted
+  correlation ``sigmoid(corr_logits)`` and the target map, mean over pixels;
+* second difference — the mask loss, pixel BCE + soft Dice on the mask logits
+  (``fastmed.seg.reweight.losses.seg_loss``, shared with the reweight method);
+* ``contour_loss`` = ``mask_weight * mask + corr_weight * corr``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fastmed.seg.reweight.losses import seg_loss
+
+CORR_LOSSES = ("mse", "l1")
+
+
+def correlation_loss(corr_logits: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Scalar regression loss; ``corr_logits``/``target``: ``(B, 1, H, W)``, target in [0, 1]."""
+    if corr_logits.shape != target.shape:
+        raise ValueError(f"corr_logits and target must have the same shape, got {tuple(corr_logits.shape)} and {tuple(target.shape)}")
+    pred = torch.sigmoid(corr_logits)
+    if kind == "mse":
+        return F.mse_loss(pred, target.to(pred.dtype))
+    if kind == "l1":
+        return F.l1_loss(pred, target.to(pred.dtype))
+    raise ValueError(f"kind must be one of {CORR_LOSSES}, got {kind!r}")
+
+
+def contour_loss(out: dict[str, torch.Tensor], mask: torch.Tensor, corr: torch.Tensor, mask_weight: float = 1.0,
+                 corr_weight: float = 1.0, corr_kind: str = "mse") -> dict[str, torch.Tensor]:
+    """``{"loss", "mask", "corr"}`` for the U-Net output ``{"mask": logits, "corr": logits}`` (each ``(B, 1, H, W)``)."""
+    l_mask = seg_loss(out["mask"], mask).mean()
+    l_corr = correlation_loss(out["corr"], corr, corr_kind)
+    return {"loss": mask_weight * l_mask + corr_weight * l_corr, "mask": l_mask, "corr": l_corr}

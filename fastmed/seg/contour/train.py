@@ -1,0 +1,179 @@
+"""The contour trainer: ``train(cfg: SegTrainConfig) -> dict`` (``fastmed seg train --method contour``).
+
+A U-Net (``fastmed.nets.unet.UNet`` with ``extra_heads={"corr": 1}``) predicts
+the mask logits and the correlation logits of every pixel. Labels come only
+from the GeoJSON outlines (``contours/``): the filled polygons give the mask,
+``correlation.correlation_maps`` the (fused) correlation target. Loss:
+``mask_weight * (BCE + soft Dice) + corr_weight * regression(sigmoid(corr), target)``.
+Validation (``val/`` split, else ``--val-fraction`` of train; its labels come from
+its contours too): Dice, IoU, HD95 of the mask head and the mean absolute error
+of the correlation head.
+
+The run folder gets the engine's files (config, metrics.jsonl, weights/,
+curves.png), ``correlation_maps.png`` (training labels: image, contour,
+distance, correlation), ``predictions.png`` (validation predictions) and
+``summary.json``. The checkpoint is a ``kind="segmenter"`` that
+``fastmed seg predict`` reads (the mask head is its output).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import torch
+
+from fastmed.engine.atomic import atomic_write_text
+from fastmed.engine.checkpoint import make_checkpoint
+from fastmed.engine.device import autocast, select_device
+from fastmed.engine.fit import FitLoop
+from fastmed.engine.run_dir import RunDir, new_run_dir
+from fastmed.engine.seed import seed_everything
+from fastmed.errors import DataError
+from fastmed.nets.unet import UNet
+from fastmed.seg.contour.correlation import CorrelationParams
+from fastmed.seg.contour.dataset import ContourSegDataset, contour_labels
+from fastmed.seg.contour.figure import Panel, contour_overlay, save_label_figure, save_panels
+from fastmed.seg.contour.losses import contour_loss
+from fastmed.seg.data import SegItem, scan_seg_split, seg_splits
+from fastmed.seg.metrics import segmentation_metrics
+
+
+def correlation_params(cfg) -> CorrelationParams:
+    """The ``CorrelationParams`` named by the config's contour options."""
+    return CorrelationParams(mode=cfg.corr_mode, sigma_dist=cfg.sigma_dist, sigma_int=cfg.sigma_int, fusion=cfg.corr_fusion)
+
+
+def contour_splits(cfg) -> tuple[list[SegItem], list[SegItem]]:
+    """(train, validation) items that have contours; ``--n-train`` of train sampled with ``--seed``."""
+    splits = seg_splits(cfg.data)
+    scans = {name: scan_seg_split(path) for name, path in splits.items() if name in ("train", "val")}
+    for scan in scans.values():
+        if scan.skipped:
+            print(scan.report())
+    train_items = [it for it in scans["train"].items if it.contours is not None]
+    if "val" in scans:
+        val = [it for it in scans["val"].items if it.contours is not None]
+    else:
+        order = np.random.default_rng(cfg.seed + 1).permutation(len(train_items))
+        n_val = max(1, int(round(cfg.val_fraction * len(train_items))))
+        val = [train_items[i] for i in sorted(order[:n_val])]
+        train_items = [train_items[i] for i in sorted(order[n_val:])]
+    if not train_items or not val:
+        raise DataError(f"{cfg.data}: the contour method needs contours/<id>.geojson for training and validation images "
+                        f"(found {len(train_items)} train, {len(val)} val)")
+    if cfg.n_train >= 0:
+        if cfg.n_train > len(train_items):
+            raise DataError(f"--n-train {cfg.n_train} but only {len(train_items)} training image(s) have contours")
+        order = np.random.default_rng(cfg.seed).permutation(len(train_items))[: cfg.n_train]
+        train_items = [train_items[i] for i in sorted(order)]
+    return train_items, val
+
+
+class ContourTask:
+    """``TrainTask`` of the contour method (see the module docstring)."""
+
+    def __init__(self, cfg, train_items: list[SegItem], val_items: list[SegItem], device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.params = correlation_params(cfg)
+        self.train_ds = ContourSegDataset(train_items, cfg.image_size, self.params, augment=cfg.augment, seed=cfg.seed,
+                                          show_progress=cfg.progress)
+        self.val_ds = ContourSegDataset(val_items, cfg.image_size, self.params)
+        self.arch_kwargs = {"in_channels": 3, "num_classes": 1, "base_width": cfg.base_width, "depth": cfg.depth,
+                            "extra_heads": {"corr": 1}}
+        torch.manual_seed(cfg.seed)
+        self.model = UNet(**self.arch_kwargs).to(device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.loader = torch.utils.data.DataLoader(self.train_ds, batch_size=cfg.batch_size, shuffle=True,
+                                                  generator=self.gen, num_workers=cfg.workers)
+
+    def train_batches(self, epoch: int):
+        return self.loader
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        self.model.train()
+        x, mask, corr = (batch[k].to(self.device) for k in ("image", "mask", "corr"))
+        with autocast(self.device, self.cfg.amp):
+            out = self.model(x)
+        out = {k: v.float() for k, v in out.items()}
+        losses = contour_loss(out, mask, corr, self.cfg.mask_weight, self.cfg.corr_weight, self.cfg.corr_loss)
+        self.opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        self.opt.step()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    @torch.no_grad()
+    def predict_val(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validation ``(mask probabilities, correlation)``, each ``(N, 1, S, S)`` on the CPU."""
+        self.model.eval()
+        probs, corrs = [], []
+        for i in range(0, len(self.val_ds), 32):
+            with autocast(self.device, self.cfg.amp):
+                out = self.model(self.val_ds.images[i:i + 32].to(self.device))
+            probs.append(torch.sigmoid(out["mask"].float()).cpu())
+            corrs.append(torch.sigmoid(out["corr"].float()).cpu())
+        return torch.cat(probs), torch.cat(corrs)
+
+    def evaluate(self) -> dict[str, float]:
+        probs, corr = self.predict_val()
+        metrics = segmentation_metrics(probs[:, 0] > 0.5, self.val_ds.masks[:, 0])
+        metrics["corr_mae"] = float((corr - self.val_ds.corrs).abs().mean())
+        return metrics
+
+    def checkpoint(self) -> dict[str, Any]:
+        return make_checkpoint(self.model, task="seg", kind="segmenter", arch="unet", arch_kwargs=self.arch_kwargs,
+                               class_names=["object"], input_size=[self.cfg.image_size] * 2,
+                               meta={"method": "contour", "correlation": vars(self.params).copy()})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"opt": self.opt.state_dict(), "rng": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        if "opt" in state:
+            self.opt.load_state_dict(state["opt"])
+        if "rng" in state:
+            self.gen.set_state(state["rng"])
+
+
+def save_predictions(task: ContourTask, path, n: int) -> Any:
+    """``predictions.png``: per validation image, image+contour, true and predicted mask and correlation."""
+    probs, corr = task.predict_val()
+    rows: list[list[Panel]] = []
+    for i in range(min(n, len(task.val_ds))):
+        lab = contour_labels(task.val_ds.items[i], task.cfg.image_size, task.params)
+        rows.append([("image+contour", contour_overlay(lab.image, lab.contours), None),
+                     ("mask", task.val_ds.masks[i, 0].numpy(), "gray", (0, 1)),
+                     ("pred. mask", (probs[i, 0] > 0.5).numpy(), "gray", (0, 1)),
+                     ("target corr.", task.val_ds.corrs[i, 0].numpy(), "viridis", (0, 1)),
+                     ("pred. corr.", corr[i, 0].numpy(), "viridis", (0, 1))])
+    return save_panels(path, rows, "seg contour: validation") if rows else None
+
+
+def train(cfg) -> dict[str, Any]:
+    """Train, write the run folder, and return ``{"run": path, "val": metrics, ...}``."""
+    seed_everything(cfg.seed)
+    device = select_device(cfg.device)
+    train_items, val_items = contour_splits(cfg)
+    run = RunDir(new_run_dir("seg", "train", cfg.out, resume=cfg.resume))
+    run.save_config(cfg)
+    task = ContourTask(cfg, train_items, val_items, device)
+    for name, ds in (("train", task.train_ds), ("val", task.val_ds)):
+        for item_id, why in ds.skipped:
+            print(f"skipped {name} image {item_id}: {why}")
+    print(f"seg contour: {len(task.train_ds)} train, {len(task.val_ds)} validation images -> {run.path}")
+    save_label_figure(run.path / "correlation_maps.png",
+                      [contour_labels(it, cfg.image_size, task.params) for it in task.train_ds.items[:3]],
+                      f"contour labels (mode={task.params.mode}, sigma_dist={task.params.sigma_dist}, "
+                      f"sigma_int={task.params.sigma_int}, fusion={task.params.fusion})")
+    records = FitLoop(run, cfg.epochs, monitor="val/dice", mode="max", show_progress=cfg.progress,
+                      title="seg contour").fit(task, resume=cfg.resume)
+    final = {k.split("/", 1)[1]: v for k, v in records[-1].items() if k.startswith("val/")}
+    save_predictions(task, run.path / "predictions.png", cfg.overlays)
+    summary = {"run": str(run.path), "val": final, "n_train": len(task.train_ds), "n_val": len(task.val_ds),
+               "skipped": [list(s) for s in task.train_ds.skipped + task.val_ds.skipped]}
+    atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2, default=float))
+    print(f"val dice {final.get('dice', float('nan')):.4f} iou {final.get('iou', float('nan')):.4f} "
+          f"hd95 {final.get('hd95', float('nan')):.2f} corr_mae {final.get('corr_mae', float('nan')):.4f}")
+    return summary

@@ -1,0 +1,81 @@
+"""Contour method: losses (known values) and ``fastmed seg train --method contour`` end to end."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from fastmed.cli import main
+from fastmed.engine.checkpoint import load_model
+from fastmed.seg.contour.losses import contour_loss, correlation_loss
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: on the shared 2-core CI box two threads were several times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_correlation_loss_known_values():
+    logits = torch.zeros(2, 1, 3, 3)  # sigmoid = 0.5
+    target = torch.full((2, 1, 3, 3), 0.5)
+    assert float(correlation_loss(logits, target)) == 0.0
+    target[0, 0, 0, 0] = 1.0
+    assert math.isclose(float(correlation_loss(logits, target, "mse")), 0.25 / 18, rel_tol=1e-6)
+    assert math.isclose(float(correlation_loss(logits, target, "l1")), 0.5 / 18, rel_tol=1e-6)
+    with pytest.raises(ValueError, match="kind"):
+        correlation_loss(logits, target, "huber")
+    with pytest.raises(ValueError, match="same shape"):
+        correlation_loss(logits, target[:1])
+
+
+def test_contour_loss_weights_and_gradients():
+    torch.manual_seed(0)
+    out = {"mask": torch.randn(2, 1, 4, 4, requires_grad=True), "corr": torch.randn(2, 1, 4, 4, requires_grad=True)}
+    mask, corr = (torch.rand(2, 1, 4, 4) > 0.5).float(), torch.rand(2, 1, 4, 4)
+    full = contour_loss(out, mask, corr, mask_weight=2.0, corr_weight=3.0)
+    assert torch.allclose(full["loss"], 2.0 * full["mask"] + 3.0 * full["corr"])
+    only_mask = contour_loss(out, mask, corr, corr_weight=0.0)
+    only_mask["loss"].backward()
+    assert out["corr"].grad is None or float(out["corr"].grad.abs().sum()) == 0.0
+    assert float(out["mask"].grad.abs().sum()) > 0
+
+
+def test_seg_train_contour_cli_end_to_end(synth_root, tmp_path, one_torch_thread):
+    out = tmp_path / "run"
+    args = ["seg", "train", "--method", "contour", "--data", str(synth_root / "seg"), "--out", str(out),
+            "--batch-size", "4", "--image-size", "32", "--base-width", "4", "--depth", "2",
+            "--device", "cpu", "--overlays", "2", "--sigma-dist", "2", "--corr-fusion", "nearest"]
+    assert main(args + ["--epochs", "1"]) == 0
+    for name in ("config.yaml", "metrics.jsonl", "curves.png", "correlation_maps.png", "predictions.png",
+                 "summary.json", "weights/best.pt", "weights/last.pt"):
+        assert (out / name).is_file(), name
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in ("train/loss", "train/mask", "train/corr", "val/dice", "val/iou", "val/hd95", "val/corr_mae"):
+        assert key in record
+    assert 0.0 <= record["val/dice"] <= 1.0
+    model, ckpt = load_model(out / "weights" / "best.pt")
+    assert ckpt["kind"] == "segmenter" and ckpt["meta"]["method"] == "contour"
+    assert ckpt["meta"]["correlation"]["fusion"] == "nearest"
+    y = model(torch.zeros(1, 3, 32, 32))
+    assert set(y) == {"mask", "corr"} and y["corr"].shape == (1, 1, 32, 32)
+    # the shared predictor reads the checkpoint
+    pred = tmp_path / "pred"
+    assert main(["seg", "predict", "--weights", str(out / "weights" / "best.pt"),
+                 "--source", str(synth_root / "seg" / "test" / "images"), "--out", str(pred), "--device", "cpu"]) == 0
+    assert len(list((pred / "masks").glob("*.png"))) == 6
+    # resume continues to epoch 2
+    assert main(args + ["--epochs", "2", "--resume"]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_seg_train_contour_bad_options(synth_root, tmp_path):
+    base = ["seg", "train", "--method", "contour", "--data", str(synth_root / "seg"), "--out", str(tmp_path / "r"), "--device", "cpu"]
+    assert main(base + ["--sigma-dist", "0"]) == 2
+    assert main(base + ["--corr-weight", "0", "--mask-weight", "0"]) == 2
+    assert main(base + ["--n-train", "999"]) == 2
