@@ -24,6 +24,8 @@ STAGES: list[tuple[str, str]] = [
     ("polyp-gen", "fastmed.polyp.gen_demo_stage:run"),
     ("distill", "fastmed.distill.demo_stage:run"),
     ("seg-reweight", "fastmed.seg.reweight.demo_stage:run"),
+    ("seg-contour", "fastmed.seg.contour.demo_stage:run"),
+    ("wsi", "fastmed.wsi.demo_stage:run"),
     ("export", "fastmed.export.demo_stage:run"),  # keep last: ships the student and recognizer of earlier stages
 ]
 

@@ -76,7 +76,7 @@ class WsiTrainConfig(TrainOptions):
     val_fraction: float = opt(0.3, "slides held out for validation (stratified)")
     batch_size: int = opt(4, "slides per step (ragged bags; 1 = one slide per step)")
     epochs: int = opt(20, "number of epochs")
-    lr: float = opt(2e-4, "learning rate (AdamW)")
+    lr: float = opt(5e-4, "learning rate (AdamW)")
     hidden: int = opt(128, "patch embedding size")
     attn_dim: int = opt(64, "gated-attention hidden size")
     dropout: float = opt(0.1, "dropout on patch embeddings")

@@ -6,7 +6,7 @@ step can hold several slides of different sizes — no batch-size-1 assumption.
 The forward pass returns logits only (losses live in ``fastmed.wsi.losses``)
 and never leaves the input's device.
 
-    h_i   = ReLU(W x_i)                                  patch embedding (N, H)
+    h_i   = ReLU(W x̂_i),  x̂ = (x - mean) / std           patch embedding (N, H); mean/std from training features
     s_i   = w^T (tanh(V h_i) * sigmoid(U h_i))           gated attention score (N,)
     z_b   = sum_i a_i h_i,  a_i = sigmoid(s_i) / sum_j sigmoid(s_j)   (or softmax)
     bag logit   = c(z_b)        (B,)   the bag classifier
@@ -55,10 +55,19 @@ class AttentionMIL(nn.Module):
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.normalize = normalize
+        # per-feature standardization of the inputs (set from training features; saved with the weights)
+        self.register_buffer("feature_mean", torch.zeros(in_dim))
+        self.register_buffer("feature_std", torch.ones(in_dim))
         self.embed = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.attention = GatedAttention(hidden, attn_dim)
         self.classifier = nn.Linear(hidden, 1)
         self.instance_classifier = nn.Linear(hidden, 1)
+
+    @torch.no_grad()
+    def set_feature_stats(self, features: torch.Tensor) -> None:
+        """Standardize inputs with the per-feature mean/std of ``features (N, F)`` (training patches)."""
+        self.feature_mean.copy_(features.mean(0))
+        self.feature_std.copy_(features.std(0).clamp_min(1e-6))
 
     def forward(self, x: torch.Tensor, offsets: torch.Tensor) -> dict[str, torch.Tensor]:
         """``x: (N, F)``, ``offsets: (B+1,)`` int64 → dict of logits.
@@ -68,7 +77,7 @@ class AttentionMIL(nn.Module):
         """
         if x.dim() != 2:
             raise ValueError(f"x must be (N, F), got shape {tuple(x.shape)}")
-        h = self.embed(x)
+        h = self.embed((x - self.feature_mean) / self.feature_std)
         scores = self.attention(h)
         z = mil_attention_pool(h, scores, offsets, normalize=self.normalize)
         return {

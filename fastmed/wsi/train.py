@@ -104,7 +104,9 @@ class WsiTrainTask:
         self.in_dim = int(train[0].features.shape[1])
         self.arch_kwargs = {"in_dim": self.in_dim, "hidden": cfg.hidden, "attn_dim": cfg.attn_dim,
                             "dropout": cfg.dropout, "normalize": cfg.normalize}
-        self.model = AttentionMIL(**self.arch_kwargs).to(device)
+        self.model = AttentionMIL(**self.arch_kwargs)
+        self.model.set_feature_stats(torch.cat([b.features for b in train]))
+        self.model.to(device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.weights = {"patch": cfg.w_patch, "bag": cfg.w_bag, "topk": cfg.w_topk, "attn": cfg.w_attn}
         self.gen = torch.Generator().manual_seed(cfg.seed)

@@ -38,8 +38,14 @@ def _nuclei(rng: np.random.Generator, shape: tuple[int, int], density: float, si
     return np.clip(blobs / (blobs.max() + 1e-9) * 2.5, 0, 1)
 
 
-def render_slide(rng: np.random.Generator, height: int, width: int, tumor: bool) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Level-0 RGB ``(H, W, 3)`` uint8 and the tumour polygons ``(n, 2)`` (x, y)."""
+def render_slide(rng: np.random.Generator, height: int, width: int, tumor: bool,
+                 tumor_radius: tuple[float, float] = (0.06, 0.11), contrast: float = 1.0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Level-0 RGB ``(H, W, 3)`` uint8 and the tumour polygons ``(n, 2)`` (x, y).
+
+    ``tumor_radius``: range of tumour radii as fractions of the shorter side;
+    ``contrast`` in (0, 1]: 1 = tumour nuclei dense and dark, smaller = closer
+    to normal tissue (harder to find).
+    """
     tissue = _field(rng, height, width, 4) + 0.35 > 0.0
     tissue = ndimage.binary_opening(tissue, iterations=3)
     img = np.broadcast_to(BACKGROUND, (height, width, 3)).copy()
@@ -55,7 +61,7 @@ def render_slide(rng: np.random.Generator, height: int, width: int, tumor: bool)
             if len(xs) == 0:
                 break
             j = int(rng.integers(len(xs)))
-            radius = rng.uniform(0.06, 0.11) * min(height, width)
+            radius = rng.uniform(*tumor_radius) * min(height, width)
             les = Lesion(float(xs[j]), float(ys[j]), float(radius),
                          [(int(k), rng.uniform(0.08, 0.2), rng.uniform(0, 6.28)) for k in (3, 5)], (0, 0, 0), 0.0)
             poly = les.polygon(48)
@@ -67,8 +73,10 @@ def render_slide(rng: np.random.Generator, height: int, width: int, tumor: bool)
             canvas_side = max(height, width)
             for poly in polygons:
                 region |= rasterize_polygon(poly, canvas_side)[:height, :width]
-            dense = _nuclei(rng, (height, width), 0.02, 2.2)
-            tumour_tis = np.array([0.80, 0.55, 0.75]) * (1 - dense[..., None]) + np.array([0.30, 0.12, 0.45]) * dense[..., None]
+            dense = _nuclei(rng, (height, width), 0.004 + 0.016 * contrast, 1.6 + 0.6 * contrast)
+            base = np.array([0.93, 0.70, 0.82]) + contrast * (np.array([0.80, 0.55, 0.75]) - np.array([0.93, 0.70, 0.82]))
+            dark = hema + contrast * (np.array([0.30, 0.12, 0.45]) - hema)
+            tumour_tis = base * (1 - dense[..., None]) + dark * dense[..., None]
             img[region] = tumour_tis[region]
     img = img + rng.normal(0, 0.01, img.shape)
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), polygons
@@ -100,8 +108,14 @@ def _geojson(polygons: list[np.ndarray]) -> dict:
     return {"type": "FeatureCollection", "features": feats}
 
 
-def make_slides(out: str | os.PathLike, n_slides: int, seed: int = 0, height: int = 1024, width: int = 1536, mpp: float = 0.5) -> Path:
-    """Write ``n_slides`` slides (every other one tumour-positive), labels and annotations."""
+def make_slides(out: str | os.PathLike, n_slides: int, seed: int = 0, height: int = 1024, width: int = 1536, mpp: float = 0.5,
+                tumor_radius: tuple[float, float] = (0.06, 0.11), contrast: float = 1.0) -> Path:
+    """Write ``n_slides`` slides (every other one tumour-positive), labels and annotations.
+
+    ``tumor_radius`` and ``contrast`` (see ``render_slide``) make tumours smaller/fainter for harder data sets.
+    """
+    if not 0 < contrast <= 1:
+        raise ValueError(f"contrast must be in (0, 1], got {contrast}")
     if height % 64 or width % 64:
         raise ValueError(f"slide height and width must be multiples of 64, got {height}x{width}")
     out = Path(out)
@@ -111,7 +125,7 @@ def make_slides(out: str | os.PathLike, n_slides: int, seed: int = 0, height: in
         rng = np.random.default_rng([seed, 3, i])
         sid = f"slide_{i:03d}"
         tumor = i % 2 == 0
-        level0, polys = render_slide(rng, height, width, tumor)
+        level0, polys = render_slide(rng, height, width, tumor, tumor_radius, contrast)
         write_pyramid_tiff(out / f"{sid}.tiff", level0, mpp)
         (out / "annotations" / f"{sid}.geojson").write_text(json.dumps(_geojson(polys)), encoding="utf-8")
         rows.append({"slide_id": sid, "label": "tumor" if polys else "normal"})
