@@ -21,6 +21,11 @@ step for step, so that the numbers agree:
   divergence ``OT(a,b) - OT(a,a)/2 - OT(b,b)/2``) or ``<a, f_ba> + <b, g_ab>``
   (``OT_eps(a, b)``).
 
+The x-y, y-x, x-x and y-y problems of all ``B`` pairs are stacked (sets
+zero-padded to ``n = max(N, M)`` and masked out of every column), so that each
+temperature step is a single log-sum-exp over a ``(B * 4, n, n)`` cost tensor:
+fewer, larger tensor operations than one softmin per problem and term.
+
 Shapes: ``x: (B, N, D)``, ``y: (B, M, D)``, ``a: (B, N)``, ``b: (B, M)``;
 potentials ``f: (B, N)``, ``g: (B, M)``; the result is ``(B,)``.
 Computation is in float32 (float64 stays float64); the value is returned in
@@ -68,38 +73,46 @@ def softmin(eps: float, cost: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 
 def _softmin_into(buf: torch.Tensor, eps: float, cost: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """``softmin`` without autograd, writing the ``(B, N, M)`` intermediate into ``buf``."""
+    """``softmin`` without autograd, writing the ``(P, n, n)`` intermediate into ``buf``."""
     torch.add(h.unsqueeze(1), cost, alpha=-1.0 / eps, out=buf)
     return torch.logsumexp(buf, dim=2).mul_(-eps)
 
 
-def sinkhorn_potentials(
-    costs: dict[str, torch.Tensor], a_log: torch.Tensor, b_log: torch.Tensor, eps_list: list[float], debias: bool
-) -> dict[str, torch.Tensor]:
-    """The symmetric eps-scaling Sinkhorn loop (no autograd).
+# The (up to) four OT problems of a divergence, stacked along a "term" axis so
+# that every temperature step is one softmin over all of them:
+#   term 0: rows x, columns y -> f_ba       term 2: rows x, columns x -> f_aa
+#   term 1: rows y, columns x -> g_ab       term 3: rows y, columns y -> g_bb
+# Term t's columns carry the potential of term PARTNER[t] (f_ba <-> g_ab; the
+# self terms are their own partners) and the weights of its column set.
+PARTNER = [1, 0, 2, 3]
+SIGN = [1.0, 1.0, -1.0, -1.0]  # value = sum_t SIGN[t] * <row weights of t, potential of t>
 
-    ``costs`` holds ``"xy": (B, N, M)``, ``"yx": (B, M, N)`` and, when
-    ``debias``, ``"xx": (B, N, N)``, ``"yy": (B, M, M)``. Returns the dual
-    potentials ``f_ba: (B, N)``, ``g_ab: (B, M)`` (and ``f_aa``, ``g_bb``)
-    after the last temperature, before the final extrapolation.
+
+def _pad(t: torch.Tensor, n: int) -> torch.Tensor:
+    """Zero-pad dimension 1 of ``t`` to length ``n``."""
+    if t.shape[1] == n:
+        return t
+    return torch.cat([t, t.new_zeros(t.shape[0], n - t.shape[1], *t.shape[2:])], 1)
+
+
+def sinkhorn_potentials(cost: torch.Tensor, col_logw: torch.Tensor, eps_list: list[float]) -> torch.Tensor:
+    """The symmetric eps-scaling Sinkhorn loop over stacked problems (no autograd).
+
+    ``cost: (B, T, n, n)`` row-by-column costs of the ``T`` terms (T = 4, or 2
+    without debiasing), ``col_logw: (B, T, n)`` log-weights of each term's
+    columns (``-inf`` on padding). Returns the potentials ``(B, T, n)`` of the
+    rows after the last temperature, before the final extrapolation.
     """
-    # which weights each potential integrates against, and which cost it uses
-    terms = {"f_ba": ("xy", b_log, "g_ab"), "g_ab": ("yx", a_log, "f_ba")}
-    if debias:
-        terms.update({"f_aa": ("xx", a_log, "f_aa"), "g_bb": ("yy", b_log, "g_bb")})
+    B, T, n, _ = cost.shape
+    partner = PARTNER[:T]
     with torch.no_grad():
-        costs = {k: c.detach() for k, c in costs.items()}
-        bufs = {}
-        for c in costs.values():  # one scratch tensor per cost shape, reused every step
-            bufs.setdefault(tuple(c.shape), torch.empty_like(c))
-        eps = eps_list[0]
-        pot = {name: _softmin_into(bufs[tuple(costs[k].shape)], eps, costs[k], w.detach()) for name, (k, w, _) in terms.items()}
+        c = cost.detach().reshape(B * T, n, n)
+        logw = col_logw.detach().reshape(B * T, n)
+        buf = torch.empty_like(c)
+        pot = _softmin_into(buf, eps_list[0], c, logw).view(B, T, n)
         for eps in eps_list:
-            new = {
-                name: _softmin_into(bufs[tuple(costs[k].shape)], eps, costs[k], w.detach() + pot[other] / eps)
-                for name, (k, w, other) in terms.items()
-            }
-            pot = {name: 0.5 * (pot[name] + new[name]) for name in terms}
+            h = logw + pot[:, partner].reshape(B * T, n) / eps
+            pot = 0.5 * (pot + _softmin_into(buf, eps, c, h).view(B, T, n))
     return pot
 
 
@@ -138,17 +151,21 @@ def sinkhorn_reference(
         diameter = max_diameter(x, y)
     eps_list = epsilon_schedule(p, diameter, blur, scaling)
     eps = blur**p
-    a_log, b_log = log_weights(a), log_weights(b)
-    # autograd only flows into the first argument of each cost (GeomLoss convention)
-    costs = {"xy": cost_matrix(x, y.detach(), p), "yx": cost_matrix(y, x.detach(), p)}
-    if debias:
-        costs.update({"xx": cost_matrix(x, x.detach(), p), "yy": cost_matrix(y, y.detach(), p)})
-    pot = sinkhorn_potentials(costs, a_log, b_log, eps_list, debias)
-    # last extrapolation with autograd: envelope-theorem gradient
-    f_ba = softmin(eps, costs["xy"], b_log + pot["g_ab"].detach() / eps)
-    g_ab = softmin(eps, costs["yx"], a_log + pot["f_ba"].detach() / eps)
-    if not debias:
-        return ((a * f_ba).sum(1) + (b * g_ab).sum(1)).to(out_dtype)
-    f_aa = softmin(eps, costs["xx"], a_log + pot["f_aa"].detach() / eps)
-    g_bb = softmin(eps, costs["yy"], b_log + pot["g_bb"].detach() / eps)
-    return ((a * (f_ba - f_aa)).sum(1) + (b * (g_ab - g_bb)).sum(1)).to(out_dtype)
+    B, N, M = x.shape[0], x.shape[1], y.shape[1]
+    n = max(N, M)
+    T = 4 if debias else 2
+    xp, yp = _pad(x, n), _pad(y, n)  # padding points are masked out of every column below
+    rows = torch.stack([xp, yp, xp, yp][:T], 1)                    # (B, T, n, D)
+    cols = torch.stack([yp, xp, xp, yp][:T], 1).detach()           # autograd flows into rows only (GeomLoss)
+    cost = cost_matrix(rows.flatten(0, 1), cols.flatten(0, 1), p).view(B, T, n, n)
+    la, lb = log_weights(a), log_weights(b)
+    ninf_a, ninf_b = la.new_full((B, n - N), float("-inf")), lb.new_full((B, n - M), float("-inf"))
+    la_cols, lb_cols = torch.cat([la, ninf_a], 1), torch.cat([lb, ninf_b], 1)
+    col_logw = torch.stack([lb_cols, la_cols, la_cols, lb_cols][:T], 1)   # (B, T, n)
+    row_w = torch.stack([_pad(a, n), _pad(b, n), _pad(a, n), _pad(b, n)][:T], 1)
+    pot = sinkhorn_potentials(cost, col_logw, eps_list)
+    # last extrapolation with autograd on and the potentials detached: envelope-theorem gradient
+    h = col_logw + pot[:, PARTNER[:T]].detach() / eps
+    final = softmin(eps, cost.flatten(0, 1), h.flatten(0, 1)).view(B, T, n)
+    sign = torch.tensor(SIGN[:T], dtype=work, device=x.device).view(1, T)
+    return ((row_w * final).sum(2) * sign).sum(1).to(out_dtype)

@@ -36,8 +36,10 @@ def test_reference_matches_geomloss(p, debias):
     want = _value_and_grads(lambda a, b: loss(a, b), x, y, up)
     got = _value_and_grads(sinkhorn_divergence if debias else sinkhorn_cost, x, y, up,
                            p=p, blur=0.2, scaling=0.6, diameter=8.0, backend="torch")
+    # p=1: the diagonal of C(x, x) is sqrt(max(rounding error, 1e-8)), so matmul rounding shows at ~1e-5
+    tol = 1e-5 if p == 2 else 1e-4
     for w, g in zip(want, got):
-        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(g, w, atol=tol, rtol=tol)
 
 
 def test_reference_matches_geomloss_weights_and_auto_diameter():
