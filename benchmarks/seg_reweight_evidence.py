@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--n-train", type=int, default=60)
-    ap.add_argument("--n-exact", type=int, default=8)
+    ap.add_argument("--n-exact", type=int, default=4)
     ap.add_argument("--wrong-fraction", type=float, default=0.4)
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--base-width", type=int, default=8)

@@ -70,6 +70,9 @@ def test_mix_and_losses_known_values():
     torch.testing.assert_close(seg_loss(logits, target), torch.full((2,), math.log(2) + 0.4))
     torch.testing.assert_close(soft_dice_loss(logits, target), torch.full((2,), 0.4))
     assert region_bce(logits, target, torch.zeros_like(target)).tolist() == [0.0, 0.0]
+    r = torch.tensor([[1.0, 0.0], [0.0, 0.0]]).view(1, 1, 2, 2).repeat(2, 1, 1, 1)
+    torch.testing.assert_close(region_bce(logits, target, r), torch.full((2,), math.log(2) / 4))
+    torch.testing.assert_close(region_bce(logits, target, r) + region_bce(logits, target, 1 - r), torch.full((2,), math.log(2)))
     with pytest.raises(ValueError, match="same shape"):
         seg_loss(logits, target[:, :, :1])
 

@@ -20,7 +20,11 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return bce + soft_dice_loss(logits, target)
 
 
-def region_bce(logits: torch.Tensor, target: torch.Tensor, region: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Pixel BCE averaged over ``region`` (``(B, 1, H, W)`` in [0, 1]) per sample; 0 for an empty region."""
+def region_bce(logits: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Pixel BCE summed over ``region`` (``(B, 1, H, W)`` in [0, 1]) and divided by all H*W pixels, per sample.
+
+    The image's mean BCE splits as ``region_bce(r) + region_bce(1 - r)``, so the parts of a mixed
+    image weigh by their area, as in an unmixed image.
+    """
     bce = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), reduction="none")
-    return (bce * region).flatten(1).sum(1) / (region.flatten(1).sum(1) + eps)
+    return (bce * region).flatten(1).mean(1)
