@@ -120,6 +120,7 @@ def bench(
     max_drop: float = 1.0,
     min_metric: float | None = None,
     exporter: str = "dynamo",
+    threads: int = 0,
     seed: int = 0,
 ) -> BenchResult:
     """Export ``weights`` to each format under ``out_dir``, validate, time, and tabulate.
@@ -127,6 +128,7 @@ def bench(
     Validation: fp32/fp16 rows pass when max |Δprob| vs PyTorch ≤ ``parity_tol``
     (fp16: 1e-2); int8 rows pass when the accuracy change (or, without
     ``data``, the top-1 disagreement) is within ``max_drop`` points.
+    ``threads``: CPU threads for every backend (0 = PyTorch's current setting).
     """
     import torch
 
@@ -142,6 +144,8 @@ def bench(
     src = _load_source(weights, data, calib, n_check=32, seed=seed)
     images = src.check_images
     ref_probs = torch_probs(src.model, src.meta, images)
+    if threads:
+        torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     rows: list[BenchRow] = []
     for fmt in formats:

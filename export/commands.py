@@ -101,7 +101,7 @@ def run_bench(cfg) -> int:
     run.save_config(cfg)
     result = bench(cfg.weights, run.path / "weights", data=cfg.data, calib=cfg.calib, formats=tuple(cfg.formats),
                    batch=cfg.batch, warmup=cfg.warmup, iters=cfg.iters, max_drop=cfg.max_drop,
-                   min_metric=cfg.min_metric, exporter=cfg.exporter, seed=cfg.seed)
+                   min_metric=cfg.min_metric, exporter=cfg.exporter, threads=cfg.threads, seed=cfg.seed)
     table = format_table(result)
     print(table)
     atomic_write_text(run.path / "bench.md", f"# fastmed bench\n\n{table}\n")

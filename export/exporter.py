@@ -201,12 +201,12 @@ def _export_int8(src: _Source, out: Path, calib: str, data: str | None, n_calib:
     from fastmed.export.predictor import Predictor
     from fastmed.export.quantize import quantize_with_fallback
 
-    if from_onnx:
+    if from_onnx:  # exported (and parity-checked) by the caller
         fp32 = Path(from_onnx)
     else:
         fp32_path = out.with_name(out.name.removesuffix(".onnx").removesuffix(".int8") + ".fp32.onnx")
         fp32 = export_onnx(src.model, src.meta, fp32_path, uint8_input=uint8_input, **onnx_kw)
-    check_parity(src, fp32, PARITY_TOL["fp32"])
+        check_parity(src, fp32, PARITY_TOL["fp32"])
     calib_imgs, skipped = read_images(_spread(list_image_files(calib), n_calib))
     if not calib_imgs:
         raise FastmedError(f"--calib {calib}: no readable images")

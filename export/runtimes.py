@@ -69,6 +69,8 @@ class OrtBackend:
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
+        # no busy-waiting between runs: on a shared CPU spinning threads starve everything else
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=ort_providers(device))
         except Exception as exc:  # ORT raises its own exception types for unreadable models

@@ -68,6 +68,7 @@ class BenchConfig(RunOptions):
     max_drop: float = opt(1.0, "int8 rows: largest accepted accuracy change vs fp32, in points")
     min_metric: float | None = opt(None, "exit 1 when any row's accuracy on --data is below this (0-1), for CI")
     exporter: str = opt("dynamo", "PyTorch ONNX exporter", choices=("dynamo", "torchscript"))
+    threads: int = opt(0, "CPU threads for every backend (0 = PyTorch's default)")
 
     def validate(self) -> None:
         allowed = ("pytorch", "onnx", "onnx-int8", "tensorrt-fp16", "tensorrt-int8")
