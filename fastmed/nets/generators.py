@@ -5,10 +5,13 @@
   noise ``(B, noise_channels, H, W)`` to an image ``(B, 3, H, W)`` in [-1, 1].
   The class enters as one-hot planes concatenated to the input; encoder
   (two stride-2 convolutions), residual blocks, decoder (two upsamplings), and
-  a last convolution that also sees the input image (so identity-like maps
-  are easy to learn and the generator starts close to its source). Used both
-  for G (image -> new image) and F (new image -> restored image, no noise).
-  H and W must be divisible by 4.
+  a last convolution (seeing the decoder features and the input) that adds a
+  change in logit space: ``out = tanh(atanh(x) + delta)``. ``delta``'s
+  convolution starts at zero, so a new generator is the identity map and
+  training moves it away from its sources only as far as the losses ask (a
+  small CPU budget still yields images of the right class). Used both for G
+  (image -> new image) and F (new image -> restored image, no noise). H and W
+  must be divisible by 4.
 * ``"cond_discriminator"`` – ``ConditionalDiscriminator(num_classes, base=32)``
   maps ``(B, 3, H, W)`` to ``(adversarial logits (B,), class logits (B, num_classes))``:
   a shared convolutional trunk, a PatchGAN-style real/fake map averaged to
@@ -60,6 +63,8 @@ class ConditionalGenerator(nn.Module):
             nn.Upsample(scale_factor=2, mode="nearest"), _conv(2 * base, base),
         )
         self.out = nn.Conv2d(base + 3, 3, 3, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         B, _, H, W = x.shape
@@ -70,7 +75,7 @@ class ConditionalGenerator(nn.Module):
         if self.noise_channels:
             parts.append(noise if noise is not None else torch.zeros(B, self.noise_channels, H, W, device=x.device, dtype=x.dtype))
         h = self.decode(self.res(self.encode(torch.cat(parts, 1))))
-        return torch.tanh(self.out(torch.cat([h, x], 1)))
+        return torch.tanh(torch.atanh(x.clamp(-0.999, 0.999)) + self.out(torch.cat([h, x], 1)))
 
 
 class ConditionalDiscriminator(nn.Module):
