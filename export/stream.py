@@ -1,7 +1,8 @@
 """Cart-style streaming inference: decode → preprocess → inference with bounded queues.
 
-Three stages run concurrently (two worker threads and the caller's thread),
-joined by queues of ``queue_size`` frames, so a slow stage applies back-pressure
+Three stages run concurrently (two worker threads and the caller's thread;
+a fourth encodes the annotated video when asked), joined by queues of
+``queue_size`` frames, so a slow stage applies back-pressure
 instead of buffering the whole video. Per frame we record:
 
 * **compute**: the inference call alone (batch 1), as a runtime benchmark reports it;
@@ -71,12 +72,21 @@ class StreamReport:
 
 
 def _worker(fn, inbox, outbox, errors):
-    """Run ``fn(item) -> item`` over ``inbox`` until ``_END``; forward results and the end mark."""
+    """Run ``fn(item) -> item`` over ``inbox`` until ``_END``; forward results and the end mark.
+
+    After a failure the rest of ``inbox`` is drained (so producers never block) and the
+    error is left in ``errors`` for the caller's thread to raise.
+    """
+    failed = False
     try:
         while (item := inbox.get()) is not _END:
-            outbox.put(fn(item))
-    except BaseException as exc:  # surfaced in the caller's thread
-        errors.append(exc)
+            if failed:
+                continue
+            try:
+                outbox.put(fn(item))
+            except BaseException as exc:
+                errors.append(exc)
+                failed = True
     finally:
         outbox.put(_END)
 
@@ -126,9 +136,13 @@ def stream_predict(
         dummy = np.zeros((*predictor.meta.input_size, 3), np.uint8)
         for _ in range(warmup):
             predictor.infer(predictor.preprocess([dummy]))
-    writer = VideoWriter(annotate_to, fps_out) if annotate_to else None
     threads = [threading.Thread(target=decode_loop, daemon=True),
                threading.Thread(target=_worker, args=(prepare, decoded, prepared, errors), daemon=True)]
+    writer = VideoWriter(annotate_to, fps_out) if annotate_to else None
+    to_write: queue.Queue = queue.Queue(queue_size)
+    if writer:  # the fourth stage: encoding never blocks inference
+        threads.append(threading.Thread(target=_worker, args=(lambda a: writer.write(annotate(*a)), to_write,
+                                                              queue.Queue(), errors), daemon=True))
     t_start = time.perf_counter()
     for t in threads:
         t.start()
@@ -151,11 +165,12 @@ def stream_predict(
             k = int(probs.argmax())
             preds.append({"frame": index, "class": predictor.class_names[k], "prob": float(probs[k])})
             if writer:
-                writer.write(annotate(frame, predictor.class_names[k], float(probs[k])))
+                to_write.put((frame, predictor.class_names[k], float(probs[k])))
     finally:
-        wall = time.perf_counter() - t_start
+        to_write.put(_END)
         for t in threads:
-            t.join(timeout=5)
+            t.join(timeout=30)
+        wall = time.perf_counter() - t_start
         if writer:
             writer.close()
     if errors:
