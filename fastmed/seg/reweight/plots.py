@@ -38,11 +38,13 @@ def plot_gamma(history: list[tuple[int, np.ndarray]], path: Path, wrong: np.ndar
 
 
 def write_overlays(ds, pred, folder: Path, n: int, overlay: Callable) -> list[Path]:
-    """Side-by-side PNGs ``[truth overlay | prediction overlay]`` for the first ``n`` images of ``ds``."""
+    """Side-by-side PNGs ``[truth (green) | prediction (red)]`` for the first ``n`` images of ``ds``."""
     out = []
     for i in range(min(n, len(ds))):
         img = (denormalize(ds.images[i]).clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
         truth = overlay(img, ds.masks[i, 0].numpy(), color=(40, 200, 40))
         guess = overlay(img, pred[i].numpy())
-        out.append(write_png(folder / f"{ds.items[i].id}.png", np.concatenate([truth, guess], axis=1)))
+        pair = np.concatenate([truth, guess], axis=1)
+        scale = max(1, 128 // pair.shape[0])  # small training sizes: enlarge (nearest) so a person can see them
+        out.append(write_png(folder / f"{ds.items[i].id}.png", pair.repeat(scale, 0).repeat(scale, 1)))
     return out
