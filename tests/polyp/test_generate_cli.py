@@ -45,8 +45,6 @@ def test_generated_folder_is_accepted_as_extra_training_data(generator, synth_ro
 
 
 def test_generate_rejects_a_classifier_checkpoint(tmp_path, synth_root, capsys):
-    import torch
-
     from fastmed.engine.checkpoint import make_checkpoint, save_checkpoint
     from fastmed.nets.registry import create_model
 
@@ -55,4 +53,3 @@ def test_generate_rejects_a_classifier_checkpoint(tmp_path, synth_root, capsys):
                                           arch="mobilenet_v3_small", arch_kwargs={"num_classes": 3}))
     assert main(["polyp", "generate", "--weights", str(path), "--data", str(synth_root / "polyp"), "--out", str(tmp_path / "o")]) == 2
     assert "not a generator" in capsys.readouterr().err
-    del torch
