@@ -52,32 +52,21 @@ def run_predict(cfg) -> int:
 
 
 def _predict_images(predictor, source: Path, batch_size: int, run: Path) -> int:
-    from fastmed.export.preprocess import list_image_files, read_images
+    from fastmed.export.preprocess import list_image_files
 
     files = list_image_files(source)
     if not files:
         raise FastmedError(f"no images found under {source}")
-    rows, skipped = [], []
-    for start in range(0, len(files), 256):  # read in chunks: memory stays bounded on big folders
-        chunk = files[start:start + 256]
-        images, bad = read_images(chunk)
-        skipped += bad
-        bad_paths = {p for p, _ in bad}
-        good = [p for p in chunk if Path(p) not in bad_paths]
-        if not images:
-            continue
-        probs = predictor.predict(images, batch_size=batch_size)
-        for path, p in zip(good, probs):
-            k = int(p.argmax())
-            rows.append({"path": str(path), "class": predictor.class_names[k], "prob": float(p[k]),
-                         **{f"p_{c}": float(v) for c, v in zip(predictor.class_names, p)}})
-    out = _write_rows(run / "predictions.csv", rows, ["path", "class", "prob", *[f"p_{c}" for c in predictor.class_names]])
+    done, probs, skipped = predictor.predict_files(files, batch_size=batch_size)
+    names = predictor.class_names
+    rows = [{"path": str(path), "class": names[int(p.argmax())], "prob": float(p.max()),
+             **{f"p_{c}": float(v) for c, v in zip(names, p)}} for path, p in zip(done, probs)]
+    out = _write_rows(run / "predictions.csv", rows, ["path", "class", "prob", *[f"p_{c}" for c in names]])
     for path, reason in skipped:
         print(f"[predict] skipped {path}: {reason}")
     print(f"[predict] {len(rows)} images ({len(skipped)} skipped) with {predictor.runtime} → {out}")
-    if len(rows) <= 10:
-        for r in rows:
-            print(f"  {r['path']}: {r['class']} {r['prob']:.3f}")
+    for r in rows[:10]:
+        print(f"  {r['path']}: {r['class']} {r['prob']:.3f}")
     return 0 if rows else 1
 
 

@@ -12,6 +12,7 @@ probabilities for the same images up to numerical precision.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -64,6 +65,28 @@ class Predictor:
             chunk = [to_rgb_uint8(x) for x in items[start:start + batch_size]]
             out.append(self.infer(self.preprocess(chunk)))
         return np.concatenate(out)
+
+    def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 32, chunk: int = 512
+                      ) -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:
+        """Probabilities for image files, read ``chunk`` at a time (bounded memory).
+
+        Returns ``(paths read, (N, C) probabilities, skipped (path, reason))``:
+        an unreadable image is skipped and reported, never fatal.
+        """
+        from fastmed.export.preprocess import read_images
+
+        done: list[Path] = []
+        probs: list[np.ndarray] = []
+        skipped: list[tuple[Path, str]] = []
+        for start in range(0, len(paths), chunk):
+            part = [Path(p) for p in paths[start:start + chunk]]
+            images, bad = read_images(part)
+            skipped += bad
+            if images:
+                bad_paths = {p for p, _ in bad}
+                done += [p for p in part if p not in bad_paths]
+                probs.append(self.predict(images, batch_size=batch_size))
+        return done, (np.concatenate(probs) if probs else np.zeros((0, len(self.class_names)), np.float32)), skipped
 
 
 def _as_list(images) -> list:

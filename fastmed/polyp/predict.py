@@ -7,9 +7,7 @@ from pathlib import Path
 
 from fastmed.cfg.polyp import PolypPredictConfig
 from fastmed.data.folders import format_skipped
-from fastmed.engine.checkpoint import load_model
-from fastmed.engine.classify import list_images, predict_paths
-from fastmed.engine.device import select_device
+from fastmed.engine.classify import list_images
 from fastmed.engine.run_dir import new_run_dir
 from fastmed.errors import FastmedError
 
@@ -30,14 +28,17 @@ def write_predictions(path: Path, paths: list[Path], probs, class_names: list[st
 
 
 def run_predict(cfg: PolypPredictConfig) -> dict:
-    """Predict every readable image of ``cfg.source``; unreadable ones are skipped and listed."""
-    device = select_device(cfg.device)
-    model, ckpt = load_model(cfg.weights, map_location=device)
-    if ckpt.get("kind") != "classifier":
-        raise FastmedError(f"{cfg.weights} is a {ckpt.get('kind')!r} checkpoint, not a classifier")
-    names = ckpt.get("class_names") or [str(i) for i in range(ckpt["arch"]["kwargs"].get("num_classes", 0))]
+    """Predict every readable image of ``cfg.source``; unreadable ones are skipped and listed.
+
+    ``cfg.weights`` may be a ``.pt`` checkpoint or any export (``.onnx``, ``.ort``,
+    TensorRT engine): one predictor path, ``fastmed.export.Predictor``.
+    """
+    from fastmed.export.predictor import Predictor
+
+    predictor = Predictor(cfg.weights, device=cfg.device)
+    names = predictor.class_names
     files = list_images(cfg.source)
-    done, probs, skipped = predict_paths(model, ckpt, files, device, cfg.batch_size)
+    done, probs, skipped = predictor.predict_files(files, batch_size=cfg.batch_size)
     out = Path(cfg.save) if cfg.save else new_run_dir("polyp", "predict", cfg.out) / "predictions.csv"
     write_predictions(out, done, probs, names)
     for p, pr in list(zip(done, probs))[:20]:
