@@ -14,9 +14,8 @@ gradient): the numbers agree with
 ``sinkhorn_reference.py``; the Triton kernel in ``sinkhorn_triton.py``.
 
 Backends: ``"torch"`` (the reference, autograd), ``"triton"`` (one launch per
-temperature for all problems and terms, analytic backward; weights are
-treated as constants), ``"auto"`` (Triton on CUDA tensors unless a weight
-tensor requires grad, the reference otherwise).
+temperature for all problems and terms, analytic backward), ``"auto"``
+(Triton on CUDA tensors, the reference otherwise).
 """
 from __future__ import annotations
 
@@ -69,13 +68,10 @@ def _validate(x, y, x_weights, y_weights, p, blur, scaling, diameter):
 
 def _sinkhorn(x, y, *, p, blur, scaling, diameter, x_weights, y_weights, debias, backend) -> torch.Tensor:
     a, b = _validate(x, y, x_weights, y_weights, p, blur, scaling, diameter)
-    weights_need_grad = a.requires_grad or b.requires_grad
     chosen = resolve_backend(backend, x, y)
-    if chosen == "triton" and backend == "auto" and (weights_need_grad or x.dtype not in TRITON_DTYPES):
+    if chosen == "triton" and backend == "auto" and x.dtype not in TRITON_DTYPES:
         chosen = "torch"
     if chosen == "triton":
-        if weights_need_grad:
-            raise ValueError("backend='triton' treats x_weights/y_weights as constants; use backend='torch' for weight gradients")
         if x.dtype not in TRITON_DTYPES:
             raise ValueError(f"backend='triton' supports float32/bfloat16/float16 x and y, got {x.dtype}")
         from fastmed.kernels.sinkhorn_triton import sinkhorn_triton
@@ -115,7 +111,8 @@ def sinkhorn_divergence(
         backend: ``"auto"``, ``"torch"`` or ``"triton"``.
 
     Returns:
-        ``(B,)`` tensor in the dtype of ``x``; differentiable in ``x`` and ``y``.
+        ``(B,)`` tensor in the dtype of ``x``; differentiable in ``x``, ``y`` and the weights
+        (whose gradient is the dual potentials, as in GeomLoss).
     """
     return _sinkhorn(x, y, p=p, blur=blur, scaling=scaling, diameter=diameter,
                      x_weights=x_weights, y_weights=y_weights, debias=debias, backend=backend)

@@ -14,9 +14,10 @@ step for step, so that the numbers agree:
 * log-weights ``log a`` with ``-1e5`` where ``a <= 0`` (zero weights pad sets);
 * symmetric log-domain updates (both potentials from the previous ones, then
   averaged with them), run without autograd;
-* one last extrapolation step with autograd on and the potentials detached:
-  by the envelope theorem this gives the exact gradient of the converged dual
-  value with respect to the points;
+* one last extrapolation step with autograd on and the potentials (and
+  log-weights) detached: by the envelope theorem this gives the exact gradient
+  of the converged dual value with respect to the points, and the potentials
+  as the gradient with respect to the weights;
 * dual value ``<a, f_ba - f_aa> + <b, g_ab - g_bb>`` (debiased: the Sinkhorn
   divergence ``OT(a,b) - OT(a,a)/2 - OT(b,b)/2``) or ``<a, f_ba> + <b, g_ab>``
   (``OT_eps(a, b)``).
@@ -165,7 +166,8 @@ def sinkhorn_reference(
     row_w = torch.stack([_pad(a, n), _pad(b, n), _pad(a, n), _pad(b, n)][:T], 1)
     pot = sinkhorn_potentials(cost, col_logw, eps_list)
     # last extrapolation with autograd on and the potentials detached: envelope-theorem gradient
-    h = col_logw + pot[:, PARTNER[:T]].detach() / eps
+    # (the log-weights are detached too: d value / d weights = the potentials, as in GeomLoss)
+    h = (col_logw + pot[:, PARTNER[:T]] / eps).detach()
     final = softmin(eps, cost.flatten(0, 1), h.flatten(0, 1)).view(B, T, n)
     sign = torch.tensor(SIGN[:T], dtype=work, device=x.device).view(1, T)
     return ((row_w * final).sum(2) * sign).sum(1).to(out_dtype)

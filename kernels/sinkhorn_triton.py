@@ -21,9 +21,8 @@ The backward pass is analytic (envelope theorem, as in GeomLoss): with the
 final potentials ``F`` and the pre-final ones ``h``, the transport weights
 of row ``i`` are ``P_ij = exp(logw_j + h_j / eps - C_ij / eps + F_i / eps)``
 and ``d value / d z_i = w_i * sum_terms sign * sum_j P_ij * grad_1 C(z_i, z_j)``
-(sign +1 for the cross term, -1 for the self term). Weights are constants
-here (no gradient); the public function routes weight gradients to the
-PyTorch reference.
+(sign +1 for the cross term, -1 for the self term); the gradient with
+respect to the weights is the final potentials, ``F_cross - F_self``.
 """
 from __future__ import annotations
 
@@ -202,6 +201,7 @@ class _SinkhornTriton(torch.autograd.Function):
         value = (w * (fin[:, 0] - fin[:, 1])).sum(1) if debias else (w * fin[:, 0]).sum(1)
         ctx.save_for_backward(z, w, logw, cur, fin)
         ctx.meta = (N, M, D, p, eps_list[-1], debias, x.dtype, y.dtype)
+        ctx.w_dtypes = (a.dtype, b.dtype)
         return value.to(x.dtype)
 
     @staticmethod
@@ -216,11 +216,14 @@ class _SinkhornTriton(torch.autograd.Function):
             z, logw, w, pot, fin, grad_out.float().contiguous(), grad, N, M, L, D, z.stride(0), z.stride(1), 1.0 / eps,
             DEBIAS=debias, P=p, BLOCK_R=block_r, BLOCK_C=block_c, BLOCK_D=block_d,
         )
-        return grad[:, :N].to(x_dtype), grad[:, N:].to(y_dtype), None, None, None, None, None
+        g = grad_out.float()[:, None]
+        grad_w = g * ((fin[:, 0] - fin[:, 1]) if debias else fin[:, 0])  # (B, L)
+        return (grad[:, :N].to(x_dtype), grad[:, N:].to(y_dtype), grad_w[:, :N].to(ctx.w_dtypes[0]),
+                grad_w[:, N:].to(ctx.w_dtypes[1]), None, None, None)
 
 
 def sinkhorn_triton(
     x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, p: int, eps_list: list[float], debias: bool
 ) -> torch.Tensor:
-    """Batched Sinkhorn value ``(B,)`` (see module docstring); gradients flow to ``x`` and ``y``."""
+    """Batched Sinkhorn value ``(B,)`` (see module docstring); gradients flow to ``x``, ``y``, ``a`` and ``b``."""
     return _SinkhornTriton.apply(x, y, a, b, p, list(eps_list), debias)

@@ -162,3 +162,23 @@ def test_triton_gpu_matches_reference():
     got = _value_and_grads(sinkhorn_divergence, x, y, up, backend="triton", blur=0.1)
     for w, r in zip(want, got):
         torch.testing.assert_close(r, w, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("debias", [True, False])
+def test_weight_gradients_match_geomloss_and_triton(debias):
+    geomloss = pytest.importorskip("geomloss")
+    x, y = _clouds(B=2, N=7, M=5, D=3)
+    a0 = torch.softmax(torch.randn(2, 7, generator=torch.Generator().manual_seed(3)), 1)
+    b0 = torch.full((2, 5), 0.2)
+    up = torch.tensor([1.0, -2.0])
+    loss = geomloss.SamplesLoss("sinkhorn", blur=0.2, diameter=6.0, debias=debias, backend="tensorized")
+    fn = sinkhorn_divergence if debias else sinkhorn_cost
+    grads = []
+    for f in (lambda a, b: loss(a, x, b, y), lambda a, b: fn(x, y, x_weights=a, y_weights=b, blur=0.2, diameter=6.0, backend="torch"),
+              lambda a, b: fn(x, y, x_weights=a, y_weights=b, blur=0.2, diameter=6.0, backend="triton")):
+        a, b = a0.clone().requires_grad_(), b0.clone().requires_grad_()
+        (f(a, b) * up).sum().backward()
+        grads.append((a.grad, b.grad))
+    for got in grads[1:]:
+        torch.testing.assert_close(got[0], grads[0][0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got[1], grads[0][1], atol=1e-4, rtol=1e-4)
