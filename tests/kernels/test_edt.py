@@ -181,3 +181,20 @@ def test_batch_accepts_list_of_arrays():
     d = distance_transform_edt_batch(masks)
     for b, m in enumerate(masks):
         np.testing.assert_array_equal(d[b], ndi.distance_transform_edt(m))
+
+
+@pytest.mark.parametrize("shape,sampling", [((5, 40, 33), None), ((3, 9, 14, 11), (1.0, 2.0, 0.7)), ((2, 70), None)])
+def test_parallel_path_matches_scipy(monkeypatch, shape, sampling):
+    """Small inputs run on one thread; force the multi-threaded kernels and compare too."""
+    import fastmed.kernels.edt as edt_module
+
+    monkeypatch.setattr(edt_module, "PARALLEL_MIN_ELEMENTS", 0)
+    rng = np.random.default_rng(9)
+    masks = _random_mask(rng, shape, 0.05)
+    d, i = distance_transform_edt_batch(masks, sampling=sampling, return_indices=True)
+    for b in range(shape[0]):
+        ref_d = ndi.distance_transform_edt(masks[b], sampling=sampling)
+        np.testing.assert_allclose(d[b], ref_d, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(_distance_from_indices(i[b], sampling), ref_d, rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(distance_transform_edt_batch(masks, sampling=sampling), d)
+    _assert_matches_scipy(masks[0], sampling)

@@ -89,18 +89,19 @@ def correlation_maps(image: np.ndarray, contours: np.ndarray, params: Correlatio
         zeros = np.zeros((h, w), np.float32)
         return CorrelationMaps(np.zeros((0, h, w), np.float32), np.zeros((0, 2, h, w), np.int32),
                                np.zeros((0, h, w), np.float32), zeros, np.full((h, w), np.inf, np.float32))
-    dist, nearest = distance_transform_edt_batch(~contours, return_indices=True)
+    dist64, nearest = distance_transform_edt_batch(~contours, return_indices=True)
+    dist = dist64.astype(np.float32)
     empty = ~contours.reshape(k, -1).any(1)
     dist[empty] = np.inf  # SciPy's convention would give a distance to a virtual point
-    corr = np.ones((k, h, w), np.float32)
+    log_corr = np.zeros((k, h, w), np.float32)
     if params.mode in ("both", "distance"):
-        corr *= np.exp(-(dist**2) / (2 * params.sigma_dist**2)).astype(np.float32)
+        log_corr -= dist * dist / np.float32(2 * params.sigma_dist**2)
     if params.mode in ("both", "intensity"):
         at_contour = img[nearest[:, 0], nearest[:, 1]]  # (K, H, W, C)
-        diff = np.linalg.norm(img[None] - at_contour, axis=-1) / np.sqrt(img.shape[-1])
-        corr *= np.exp(-(diff**2) / (2 * params.sigma_int**2)).astype(np.float32)
+        diff2 = ((img[None] - at_contour) ** 2).sum(-1) / np.float32(img.shape[-1])  # |dI|^2 / C
+        log_corr -= diff2 / np.float32(2 * params.sigma_int**2)
+    corr = np.exp(log_corr)
     corr[empty] = 0.0
-    dist = dist.astype(np.float32)
     if params.fusion == "max":
         fused = corr.max(0)
     else:
