@@ -16,7 +16,7 @@ polyp recognizer, trained on fastmed's synthetic polyp data):
 Targets from the issue: ORT fp32 p50 >= 1.5x faster than PyTorch eager at
 batch 1; int8 file <= 0.4x fp32 with <= 1 point of accuracy lost.
 
-    .venv/bin/python benchmarks/bench_export.py --student S.pt --recognizer R.pt --data DATA/polyp
+    .venv/bin/python benchmarks/bench_export.py --model student=S.pt --model recognizer=R.pt --data DATA/polyp
 
 Writes ``benchmarks/results/export.json`` and ``export.md`` (and the exported
 files under ``--work``).
@@ -77,8 +77,8 @@ def main() -> None:
     from fastmed.export.bench import bench, format_table
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--student", required=True)
-    ap.add_argument("--recognizer", required=True)
+    ap.add_argument("--model", action="append", required=True, metavar="ROLE=PATH",
+                    help="a checkpoint to bench, e.g. student=S.pt recognizer=R.pt (repeatable)")
     ap.add_argument("--data", required=True, help="synthetic polyp root (train/ test/)")
     ap.add_argument("--work", default="runs/bench_export")
     ap.add_argument("--iters", type=int, default=100)
@@ -94,8 +94,10 @@ def main() -> None:
     report = {"models": {}, "stream_video": f"{args.frames} frames 256x256 H.264 from {data / 'test'}"}
     md = ["# fastmed export: bench table and streaming (CPU)", "",
           f"Measured on a shared 2-core machine (other jobs running), {args.threads} thread(s) per backend: medians are noisy, ratios are within one process.",
-          f"Command: `.venv/bin/python benchmarks/bench_export.py --student {args.student} --recognizer {args.recognizer} --data {args.data}`", ""]
-    for role, weights in (("student", args.student), ("recognizer", args.recognizer)):
+          "Command: `.venv/bin/python benchmarks/bench_export.py " + " ".join(f"--model {m}" for m in args.model)
+          + f" --data {args.data}`", ""]
+    models = dict(m.split("=", 1) for m in args.model)
+    for role, weights in models.items():
         res = bench(weights, work / role, data=str(data / "test"), calib=str(data / "train"), batch=32,
                     warmup=10, iters=args.iters, exporter=args.exporter, threads=args.threads)
         rows = {r.format: r for r in res.rows}

@@ -49,7 +49,7 @@ def resize(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     import torch
     from torchvision.transforms.v2.functional import resize as tv_resize
 
-    chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    chw = torch.tensor(image).permute(2, 0, 1)  # a copy: frames may be read-only views
     return tv_resize(chw, [h, w], antialias=True).permute(1, 2, 0).numpy()
 
 
