@@ -94,8 +94,16 @@ def test_gamma_update_lowers_a_contradicting_image():
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_seg_train_reweight_cli_end_to_end(synth_root, tmp_path):
+@pytest.fixture
+def one_thread():
+    """A tiny U-Net trains faster on one thread than on two contended ones."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_seg_train_reweight_cli_end_to_end(synth_root, tmp_path, one_thread):
     out = tmp_path / "run"
     args = ["seg", "train", "--method", "reweight", "--data", str(synth_root / "seg"), "--out", str(out), "--epochs", "1",
             "--base-width", "4", "--depth", "2", "--image-size", "32", "--n-exact", "4", "--tau", "1", "--batch-size", "4",
