@@ -2,8 +2,8 @@
 
 For every seed:
 
-1. an *independent* classifier (another seed, trained on the originals only)
-   that judges class preservation and supplies the evaluation features;
+1. (once) an *independent* classifier (seed 1000, trained on the originals
+   only) that judges class preservation and supplies the evaluation features;
 2. two generators with the same budget: (b) without the distribution losses
    (``w_dist1 = w_dist2 = 0``), (c) with them; each writes one generated image
    per training image (``fastmed polyp generate``);
@@ -88,11 +88,9 @@ def generated_quality(gen_dir: Path, data: Path, judge: torch.nn.Module, judge_c
             "ot_to_real": float(np.mean(ot)), "pixel_change": float(np.mean(change))}
 
 
-def run_seed(seed: int, data: Path, work: Path, args) -> dict:
+def run_seed(seed: int, data: Path, work: Path, args, judge: torch.nn.Module, judge_ckpt: dict) -> dict:
     t0 = time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
-    judge_run = _train(data, work / "judge", 1000 + seed, args, [], None)
-    judge, judge_ckpt = load_model(judge_run["weights"])
     gens, quality = {}, {}
     for v, (w1, w2) in {"b": (0.0, 0.0), "c": (args.w_dist, args.w_dist)}.items():
         aug = run_augment(PolypAugmentConfig(data=str(data), epochs=args.gen_epochs, steps_per_epoch=args.gen_steps, per_class=4,
@@ -158,9 +156,9 @@ def main() -> None:
     ap.add_argument("--work", default="runs/polyp_ablation")
     ap.add_argument("--arch", default="resnet18")
     ap.add_argument("--image-size", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--gen-epochs", type=int, default=2)
-    ap.add_argument("--gen-steps", type=int, default=15)
+    ap.add_argument("--gen-steps", type=int, default=20)
     ap.add_argument("--pre-epochs", type=int, default=4)
     ap.add_argument("--w-dist", type=float, default=1.0)
     ap.add_argument("--margin", type=float, default=0.1)
@@ -173,12 +171,15 @@ def main() -> None:
     work = Path(args.work)
     t0 = time.perf_counter()
     data = make_synthetic(work / "data", seed=0, size=args.size, parts=["polyp"]) / "polyp"
-    per_seed = [run_seed(s, data, work / f"seed{s}", args) for s in seeds]
-    meta = {"size": args.size, "seeds": seeds, "machine": f"{platform.machine()} CPU, 2 threads", "torch": torch.__version__,
-            "note": "shared 2-core machine under load from other jobs", "seconds": round(time.perf_counter() - t0, 1),
-            "args": vars(args)}
+    judge, judge_ckpt = load_model(_train(data, work / "judge", 1000, args, [], None)["weights"])
     stem = "polyp_ablation_quick" if args.quick else "polyp_ablation"
-    write_results(per_seed, args, meta, stem)
+    per_seed = []
+    for s in seeds:  # results are rewritten after every seed, so a cut-short run keeps what it finished
+        per_seed.append(run_seed(s, data, work / f"seed{s}", args, judge, judge_ckpt))
+        meta = {"size": args.size, "seeds": [r["seed"] for r in per_seed], "machine": f"{platform.machine()} CPU, 2 threads",
+                "torch": torch.__version__, "note": "shared 2-core machine under load from other jobs",
+                "seconds": round(time.perf_counter() - t0, 1), "args": vars(args)}
+        write_results(per_seed, args, meta, stem)
     print((RESULTS / f"{stem}.md").read_text())
 
 
