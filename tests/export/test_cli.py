@@ -58,3 +58,13 @@ def test_bench_cli_table_json_and_floor(mobilenet_ckpt, polyp_dir, tmp_path, cap
     table = (run / "bench.md").read_text()
     assert "| ONNX Runtime int8 |" in table and "speed-up" in table
     assert "FAILED the floor" in capsys.readouterr().out
+
+
+def test_polyp_predict_takes_an_onnx_export(mobilenet_onnx, mobilenet_ckpt, polyp_dir, tmp_path):
+    """`fastmed polyp predict` runs on the shared Predictor: an export gives the checkpoint's answers."""
+    outs = []
+    for weights in (mobilenet_ckpt, mobilenet_onnx):
+        out = tmp_path / f"{weights.suffix[1:]}.csv"
+        assert main(["polyp", "predict", "--weights", str(weights), "--source", str(polyp_dir / "val"), "--save", str(out)]) == 0
+        outs.append(list(csv.DictReader(open(out))))
+    assert [r["pred"] for r in outs[0]] == [r["pred"] for r in outs[1]] and len(outs[0]) == 18
