@@ -4,7 +4,8 @@ Cases (medians of interleaved repeats; ratios are anchor time / our time, measur
 in the same process):
 
 * ``batch2d_indices``  — 32 masks of 512x512, distances + indices:
-  ``distance_transform_edt_batch`` vs a loop of ``scipy.ndimage.distance_transform_edt``;
+  ``distance_transform_edt_batch`` vs a loop of ``scipy.ndimage.distance_transform_edt``
+  (also with Numba on one thread: per-core efficiency, robust to busy cores);
 * ``batch2d_distances`` — the same masks, distances only: vs a loop of ``edt.edt``
   (single-threaded, and with ``parallel=<cores>``) and vs SciPy;
 * ``volume3d_aniso``   — one anisotropic 3-D volume, with and without indices.
@@ -57,6 +58,21 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> d
             fn()
             times[name].append(time.perf_counter() - t0)
     return {name: float(np.median(ts)) for name, ts in times.items()}
+
+
+def on_one_thread(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run with Numba limited to one thread (per-core efficiency, immune to busy cores)."""
+    import numba
+
+    def run() -> object:
+        n = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            return fn()
+        finally:
+            numba.set_num_threads(n)
+
+    return run
 
 
 def compile_times() -> dict[str, float]:
@@ -112,11 +128,13 @@ def run(repeats: int, quick: bool) -> dict[str, object]:
             {
                 "scipy_loop": lambda: [ndi.distance_transform_edt(m, return_indices=True) for m in masks],
                 "fastmed_batch": lambda: distance_transform_edt_batch(masks, return_indices=True),
+                "fastmed_batch_1thread": on_one_thread(lambda: distance_transform_edt_batch(masks, return_indices=True)),
             },
             repeats,
         )
         rows.append({"case": f"batch2d_indices/{kind}", "shape": [n_img, side, side], **t,
-                     "speedup_vs_scipy": t["scipy_loop"] / t["fastmed_batch"]})
+                     "speedup_vs_scipy": t["scipy_loop"] / t["fastmed_batch"],
+                     "speedup_1thread_vs_scipy": t["scipy_loop"] / t["fastmed_batch_1thread"]})
         t = interleaved_medians(
             {
                 "scipy_loop": lambda: [ndi.distance_transform_edt(m) for m in masks],

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import platform
 import tempfile
 import time
@@ -131,7 +130,7 @@ def main() -> None:
     res = {"args": vars(args), "n_eval": args.n_eval, "torch": torch.__version__, "python": platform.python_version(),
            "total_s": time.perf_counter() - t_all, "runs": runs, "summary": summarize(runs, args.n_train)}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=2, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=2))
     (RESULTS / f"{args.name}.md").write_text(to_markdown(res))
     print(to_markdown(res))
 

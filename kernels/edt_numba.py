@@ -150,7 +150,8 @@ def _envelope_items(f, idx, axis, w, with_idx, take_sqrt, first, last):
         line_f = f[o, :, j]
         for q in range(n):
             g[q] = line_f[q]
-        if _envelope_line(g, n, w, v, z) == 0:
+        n_sites = _envelope_line(g, n, w, v, z)
+        if n_sites == 0:
             continue  # no zero reaches this line yet: f stays inf
         b = o // pre
         o2 = o % pre
@@ -158,18 +159,24 @@ def _envelope_items(f, idx, axis, w, with_idx, take_sqrt, first, last):
             for a in range(axis):
                 for q in range(n):
                     coords[a, q] = idx[b, a, o2, q, j]
-        k = 0
-        for p in range(n):
-            while z[k + 1] < p:
-                k += 1
+        # site v[k] wins on the pixels z[k] <= p <= z[k+1]: fill segment by segment
+        p = 0
+        for k in range(n_sites):
             q = v[k]
-            d = w * (p - q)
-            fp = g[q] + d * d
-            line_f[p] = np.sqrt(fp) if take_sqrt else fp
+            end = n if z[k + 1] >= n - 1 else max(p, int(np.floor(z[k + 1])) + 1)
+            gq = g[q]
+            for pp in range(p, end):
+                d = w * (pp - q)
+                fp = gq + d * d
+                line_f[pp] = np.sqrt(fp) if take_sqrt else fp
             if with_idx:
                 for a in range(axis):
-                    idx[b, a, o2, p, j] = coords[a, q]
-                idx[b, axis, o2, p, j] = q
+                    c = coords[a, q]
+                    for pp in range(p, end):
+                        idx[b, a, o2, pp, j] = c
+                for pp in range(p, end):
+                    idx[b, axis, o2, pp, j] = q
+            p = end
 
 
 @njit(cache=True, parallel=True)
