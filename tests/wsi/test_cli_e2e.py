@@ -50,10 +50,10 @@ def test_train_resume_predict_heatmap(pipeline):
     run = root / "run"
     args = ["wsi", "train", "--features", str(root / "features"), "--labels", str(slides / "labels.csv"), "--out", str(run),
             "--batch-size", "2", "--max-patches", "128", "--device", "cpu", "--progress", "false", "--seed", "1"]
-    assert main([*args, "--epochs", "2"]) == 0
-    assert main([*args, "--epochs", "3", "--resume"]) == 0
+    assert main([*args, "--epochs", "1"]) == 0
+    assert main([*args, "--epochs", "2", "--resume"]) == 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert [r["epoch"] for r in records] == [1, 2]
     assert {"train/loss_bag", "train/loss_patch", "train/loss_topk", "train/loss_attn", "val/auc", "val/f1"} <= set(records[-1])
     assert (run / "weights" / "best.pt").exists()
 
@@ -66,7 +66,7 @@ def test_train_resume_predict_heatmap(pipeline):
 
     heat = root / "heat"
     assert main(["wsi", "heatmap", "--weights", str(run / "weights" / "best.pt"), "--features", str(root / "features"),
-                 "--out", str(heat), "--patch-threshold", "0.0", "--progress", "false"]) == 0
+                 "--out", str(heat), "--patch-threshold", "0.0", "--max-side", "256", "--progress", "false"]) == 0
     for kind in ("attention", "patch", "combined", "overview"):
         assert (heat / f"slide_000_{kind}.png").stat().st_size > 0
     gj = json.loads((heat / "slide_000_positive.geojson").read_text())
