@@ -54,3 +54,23 @@ def test_non_contiguous_inputs():
     y = y[..., :3]
     got = conv_output_dot_triton(x, w, y, (2, 1), (0, 0), (1, 1), 1)
     torch.testing.assert_close(got, reference(x, w, y, (2, 1), (0, 0), (1, 1), 1), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_per_sample_grad_dot_cuda_triton_matches_torch(dtype):
+    from fastmed.kernels import per_sample_grad_dot
+    from fastmed.nets.unet import UNet
+
+    model = UNet(base_width=8, depth=2, up="transpose").cuda().to(dtype)
+    x = torch.randn(6, 3, 32, 32, device="cuda", dtype=dtype)
+    y = (torch.rand(6, 1, 32, 32, device="cuda") > 0.5).to(dtype)
+    g = {k: torch.randn_like(v) for k, v in model.named_parameters()}
+
+    def loss_fn(out, t):
+        return F.binary_cross_entropy_with_logits(out.float(), t.float(), reduction="none").flatten(1).mean(1)
+
+    got = per_sample_grad_dot(model, loss_fn, x, y, g, backend="triton")
+    want = per_sample_grad_dot(model, loss_fn, x, y, g, backend="torch")
+    scale = want.abs().max()
+    torch.testing.assert_close(got / scale, want / scale, atol=TOL[dtype][0] * 10, rtol=0)
