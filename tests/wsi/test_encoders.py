@@ -1,0 +1,54 @@
+"""Patch encoders: shapes, seeded random init, weights loaded only from a path."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastmed.errors import ConfigError
+from fastmed.wsi.encoders import build_encoder
+
+
+def test_resnet50_l3_gives_1024_features():
+    enc, dim = build_encoder("resnet50_l3")
+    assert dim == 1024 and enc(torch.randn(2, 3, 64, 64)).shape == (2, 1024)
+    assert not any(p.requires_grad for p in enc.parameters())
+
+
+def test_tiny_is_seeded_and_independent_of_global_rng():
+    x = torch.rand(3, 3, 32, 32)
+    a, dim = build_encoder("tiny", seed=5)
+    torch.manual_seed(123)
+    b, _ = build_encoder("tiny", seed=5)
+    c, _ = build_encoder("tiny", seed=6)
+    assert dim == 64
+    torch.testing.assert_close(a(x), b(x))
+    assert not torch.allclose(a(x), c(x))
+
+
+def test_weights_from_a_path(tmp_path):
+    import torchvision.models as tvm
+
+    src = tvm.resnet18(weights=None, num_classes=7)
+    torch.nn.init.constant_(src.conv1.weight, 0.01)
+    torch.save(src.state_dict(), tmp_path / "r18.pt")
+    enc, dim = build_encoder("resnet18", weights=str(tmp_path / "r18.pt"))
+    assert dim == 512
+    conv = next(m for m in enc.modules() if isinstance(m, torch.nn.Conv2d))
+    assert torch.all(conv.weight == 0.01)
+    torch.save({"unrelated": torch.zeros(3)}, tmp_path / "bad.pt")
+    with pytest.raises(ConfigError, match="match no tensor"):
+        build_encoder("tiny", weights=str(tmp_path / "bad.pt"))
+    (tmp_path / "junk.pt").write_text("nope")
+    with pytest.raises(ConfigError, match="cannot read encoder weights"):
+        build_encoder("tiny", weights=str(tmp_path / "junk.pt"))
+
+
+def test_torchvision_resnet50_weights_fill_the_truncated_encoder(tmp_path):
+    import torchvision.models as tvm
+
+    src = tvm.resnet50(weights=None)
+    torch.save(src.state_dict(), tmp_path / "r50.pt")
+    enc, _ = build_encoder("resnet50_l3", weights=str(tmp_path / "r50.pt"), seed=9)
+    own = enc.state_dict()
+    torch.testing.assert_close(own["0.weight"], src.conv1.weight)
+    torch.testing.assert_close(own["6.5.conv3.weight"], src.layer3[5].conv3.weight)  # last block of layer3
