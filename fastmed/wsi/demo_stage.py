@@ -32,7 +32,7 @@ def run(ctx: DemoContext) -> DemoSection:
     last = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()][-1]
     pred = json.loads((out / "predict" / "metrics.json").read_text())
     rows = list(csv.DictReader(open(out / "predict" / "predictions.csv", encoding="utf-8")))
-    tumour = next((r["slide_id"] for r in rows if r.get("true_positive_label") == "1"), rows[0]["slide_id"])
+    tumour = next((r["slide_id"] for r in rows if r.get("label") == "tumor"), rows[0]["slide_id"])
     metrics = {
         "slides tiled": tiling["n_ok"], "tiles": tiling["tiles"], "tiling tiles/s": tiling["tiles_per_s"],
         "val slide AUC (last epoch)": last.get("val/auc", float("nan")),

@@ -48,8 +48,9 @@ def run_predict(cfg) -> int:
     check_features(bags, ckpt)
     preds = predict_bags(model, bags, device)
     out = new_run_dir("wsi", "predict", cfg.out)
-    rows = [{"slide_id": b.slide_id, "probability": round(p["prob"], 6), "prediction": positive if p["prob"] >= threshold else ckpt["class_names"][0],
-             "n_patches": len(b.coords), **({"true_positive_label": b.label} if labels else {})} for b, p in zip(bags, preds)]
+    names = [ckpt["class_names"][0], positive]  # label 0 / 1
+    rows = [{"slide_id": b.slide_id, "probability": round(p["prob"], 6), "prediction": names[int(p["prob"] >= threshold)],
+             "n_patches": len(b.coords), **({"label": names[b.label]} if labels else {})} for b, p in zip(bags, preds)]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
     w.writeheader()
