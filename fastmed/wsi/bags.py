@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -55,34 +56,35 @@ def read_labels(path: str | os.PathLike) -> dict[str, str]:
     return {r["slide_id"].strip(): r["label"].strip() for r in rows}
 
 
-def load_bags(folder: str | os.PathLike, labels: dict[str, str] | None = None, positive: str = "tumor") -> tuple[list[SlideBag], list[str]]:
-    """Feature files of ``folder`` as bags; returns ``(bags, skipped slide ids)``.
+def iter_bags(folder: str | os.PathLike, labels: dict[str, str] | None = None, positive: str = "tumor",
+              skipped: list[str] | None = None) -> Iterator[SlideBag]:
+    """Feature files of ``folder`` as bags, one file in memory at a time.
 
-    With ``labels``, slides missing from it are skipped. Patch labels come
-    from annotation overlaps; a negative slide without annotations has all
-    patches negative (by definition of a negative slide); otherwise unknown (-1).
+    With ``labels``, slides missing from it are skipped (their ids appended to
+    ``skipped``), as are slides without patches. Patch labels come from
+    annotation overlaps; a negative slide without annotations has all patches
+    negative (by definition of a negative slide); otherwise unknown (-1).
     """
-    bags, skipped = [], []
+    skipped = skipped if skipped is not None else []
     for path in list_patch_files(folder):
         ps = read_patch_file(path)
         if ps.features is None:
             raise DataError(f"{path} has no features; run `fastmed wsi features` on the tiles first")
-        label = -1
-        if labels is not None:
-            if ps.slide_id not in labels:
-                skipped.append(ps.slide_id)
-                continue
-            label = int(labels[ps.slide_id] == positive)
-        n = len(ps.coords)
+        if (labels is not None and ps.slide_id not in labels) or len(ps.coords) == 0:
+            skipped.append(ps.slide_id)
+            continue
+        label = -1 if labels is None else int(labels[ps.slide_id] == positive)
         if ps.patch_labels is not None:
             patch = torch.from_numpy(ps.patch_labels)
         else:
-            patch = torch.full((n,), 0 if label == 0 else -1, dtype=torch.int64)
-        if n == 0:
-            skipped.append(ps.slide_id)
-            continue
-        bags.append(SlideBag(ps.slide_id, torch.from_numpy(ps.features).float(), ps.coords, patch, label, ps.attrs))
-    return bags, skipped
+            patch = torch.full((len(ps.coords),), 0 if label == 0 else -1, dtype=torch.int64)
+        yield SlideBag(ps.slide_id, torch.from_numpy(ps.features).float(), ps.coords, patch, label, ps.attrs)
+
+
+def load_bags(folder: str | os.PathLike, labels: dict[str, str] | None = None, positive: str = "tumor") -> tuple[list[SlideBag], list[str]]:
+    """All bags of ``folder`` in memory (training); returns ``(bags, skipped slide ids)``."""
+    skipped: list[str] = []
+    return list(iter_bags(folder, labels, positive, skipped)), skipped
 
 
 def collate(bags: list[SlideBag], max_patches: int | None = None, generator: torch.Generator | None = None) -> BagBatch:

@@ -15,7 +15,7 @@ from fastmed.engine.atomic import atomic_write_text
 from fastmed.engine.device import select_device
 from fastmed.engine.progress import progress
 from fastmed.engine.run_dir import new_run_dir
-from fastmed.wsi.bags import SlideBag, load_bags
+from fastmed.wsi.bags import SlideBag, iter_bags
 from fastmed.wsi.batch_report import print_failures, write_report
 from fastmed.wsi.predict import check_features, load_mil
 from fastmed.wsi.slide_io import open_slide, read_level
@@ -107,12 +107,11 @@ def run_heatmap(cfg) -> int:
     """CLI runner of ``fastmed wsi heatmap``."""
     device = select_device(cfg.device)
     model, ckpt = load_mil(cfg.weights, device)
-    bags, _ = load_bags(cfg.features)
-    check_features(bags, ckpt)
     out = new_run_dir("wsi", "heatmap", cfg.out)
     done, failed = [], []
     slides_dir = Path(cfg.slides) if cfg.slides else None
-    for bag in progress(bags, desc="heatmap", enabled=cfg.progress):
+    for bag in progress(iter_bags(cfg.features), desc="heatmap", enabled=cfg.progress):  # one slide in memory at a time
+        check_features([bag], ckpt)
         try:
             pred = predict_bags(model, [bag], device)[0]
             done.append(render_slide(bag, pred, out, slides_dir, cfg.level, cfg.max_side, cfg.alpha, cfg.patch_threshold))

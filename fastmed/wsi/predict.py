@@ -13,7 +13,7 @@ from fastmed.engine.checkpoint import load_model
 from fastmed.engine.device import select_device
 from fastmed.engine.run_dir import new_run_dir
 from fastmed.errors import FastmedError
-from fastmed.wsi.bags import SlideBag, load_bags, read_labels
+from fastmed.wsi.bags import SlideBag, iter_bags, read_labels
 from fastmed.wsi.metrics import binary_metrics
 from fastmed.wsi.train import patch_localization, predict_bags
 
@@ -44,9 +44,12 @@ def run_predict(cfg) -> int:
     threshold = cfg.threshold if cfg.threshold is not None else float(meta.get("threshold", 0.5))
     labels = read_labels(cfg.labels) if cfg.labels else None
     positive = meta.get("positive", "tumor")
-    bags, skipped = load_bags(cfg.features, labels, positive)
-    check_features(bags, ckpt)
-    preds = predict_bags(model, bags, device)
+    bags, preds, skipped = [], [], []
+    for bag in iter_bags(cfg.features, labels, positive, skipped):  # one slide's features in memory at a time
+        check_features([bag], ckpt)
+        preds.append(predict_bags(model, [bag], device)[0])
+        bag.features = bag.features[:0]  # keep ids, coordinates and patch labels only
+        bags.append(bag)
     out = new_run_dir("wsi", "predict", cfg.out)
     names = [ckpt["class_names"][0], positive]  # label 0 / 1
     rows = [{"slide_id": b.slide_id, "probability": round(p["prob"], 6), "prediction": names[int(p["prob"] >= threshold)],
