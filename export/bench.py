@@ -185,7 +185,7 @@ def bench(
                 pred = Predictor(res.path, device="cpu" if export_fmt != "tensorrt" else "cuda", threads=threads)
                 int8 = res.int8
                 if int8 is not None:
-                    row.note = f"{int8.chosen.plan}; {int8.chosen.drop_points:+.2f} points vs fp32 ({int8.measure})"
+                    row.note = f"{int8.chosen.plan}; drop {int8.chosen.drop_points:+.2f} points vs fp32 ({int8.measure})"
             _measure(row, pred, images, ref_probs, data, batch, warmup, iters)
             _validate(row, parity_tol, int8)
         except Exception as exc:  # a broken runtime must not lose the other rows

@@ -22,7 +22,7 @@ def run_export(cfg) -> int:
     if result.int8 is not None:
         r = result.int8
         acc = f"; accuracy fp32 {r.fp32_accuracy:.4f} → int8 {r.chosen.accuracy:.4f}" if r.chosen.accuracy is not None else ""
-        print(f"[export] int8 plan '{r.chosen.plan}': change {r.chosen.drop_points:+.2f} points "
+        print(f"[export] int8 plan '{r.chosen.plan}': drop {r.chosen.drop_points:+.2f} points vs fp32 "
               f"({r.measure}), agreement {r.chosen.agreement:.3f}{acc}")
     for f in result.files[1:]:
         print(f"[export] also wrote {f}")

@@ -45,9 +45,10 @@ def test_int8_predictor_batches_agree_with_fp32(mobilenet_int8, mobilenet_onnx, 
 
 def test_depthwise_nodes_found_only_in_mobilenet(mobilenet_onnx, resnet_ckpt, tmp_path):
     assert len(depthwise_conv_nodes(mobilenet_onnx)) >= 5
-    labels = [p[0] for p in plans(mobilenet_onnx, per_channel=True)]
-    assert labels[0] == "per-channel" and "depthwise" in labels[1] and labels[-1] == "per-tensor"
-    assert [p[0] for p in plans(mobilenet_onnx, per_channel=False)] == ["per-tensor"]
+    steps = plans(mobilenet_onnx, per_channel=True)
+    assert [(p[1], p[3]) for p in steps] == [(True, "minmax"), (True, "percentile"), (True, "percentile"), (False, "percentile")]
+    assert "depthwise" in steps[2][0] and len(steps[2][2]) >= 5 and steps[-1][0].startswith("per-tensor")
+    assert all(not p[1] for p in plans(mobilenet_onnx, per_channel=False))
 
 
 def test_fallback_moves_on_until_within_bound(mobilenet_onnx, polyp_dir, tmp_path):
@@ -55,14 +56,14 @@ def test_fallback_moves_on_until_within_bound(mobilenet_onnx, polyp_dir, tmp_pat
     from fastmed.export.preprocess import list_image_files, read_images
 
     images, _ = read_images(list_image_files(polyp_dir / "train")[:8])
-    drops = iter([5.0, 3.0, 0.5])  # per-channel and depthwise-excluded "break", per-tensor is fine
+    drops = iter([5.0, 4.0, 3.0, 0.5])  # the first three plans "break", per-tensor is fine
     res = quantize_with_fallback(mobilenet_onnx, tmp_path / "q.onnx", images, read_onnx_metadata(mobilenet_onnx),
                                  lambda p: (next(drops), 0.9, None), max_drop=1.0)
-    assert [a.plan for a in res.attempts][-1] == "per-tensor" and len(res.attempts) == 3
+    assert res.attempts[-1].plan.startswith("per-tensor") and len(res.attempts) == 4
     assert res.chosen.within_bound and res.path.is_file()
     assert not list(tmp_path.glob(".q.try*")), "candidate files must be cleaned up"
 
-    drops = iter([4.0, 2.0, 3.0])  # nothing within bound: keep the best, say so
+    drops = iter([4.0, 3.0, 2.0, 5.0])  # nothing within bound: keep the best, say so
     res = quantize_with_fallback(mobilenet_onnx, tmp_path / "q2.onnx", images, read_onnx_metadata(mobilenet_onnx),
                                  lambda p: (next(drops), 0.9, None), max_drop=1.0)
     assert not res.chosen.within_bound and res.chosen.drop_points == 2.0 and "depthwise" in res.chosen.plan
