@@ -9,7 +9,7 @@ Medians of interleaved repeats, same process, shared 2-core machine.
 
     .venv/bin/python benchmarks/seg_contour_maps.py
 
-Writes ``benchmarks/results/seg_contour_maps.json`` and ``.md``.
+Writes ``benchmarks/results/seg_contour_maps.json``, ``.md`` and an example figure ``.png``.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from scipy import ndimage as ndi
 from fastmed.seg.contour import correlation as corr_mod
 from fastmed.seg.contour.correlation import CorrelationParams, correlation_maps
 from fastmed.seg.contour.dataset import contour_labels
+from fastmed.seg.contour.figure import save_label_figure
 from fastmed.seg.data import scan_seg_split
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -57,6 +58,9 @@ def main() -> None:
             root = make_seg_dataset(Path(tmp) / f"s{size}", {"train": 24}, seed=0, size=size)
             items = scan_seg_split(root / "train").items
             labels = [contour_labels(it, size, params) for it in items]
+            if size == 64:  # the example figure: image | contours | distance | correlations | mask
+                multi = sorted(labels, key=lambda lab: -len(lab.contours))
+                save_label_figure(RESULTS / "seg_contour_maps.png", multi[:3], f"correlation maps, {vars(params)}")
             maps = lambda lab: correlation_maps(lab.image, lab.contours, params)  # noqa: E731
             numba_edt = corr_mod.distance_transform_edt_batch
             t = {}
