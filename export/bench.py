@@ -132,8 +132,7 @@ def bench(
     """
     import torch
 
-    from fastmed.export.exporter import _load_source, export, torch_probs
-    from fastmed.export.predictor import Predictor
+    from fastmed.export.exporter import _load_source
 
     if min_metric is not None and not data:
         raise FastmedError("--min-metric gates on accuracy: give a labelled folder with --data")
@@ -142,11 +141,27 @@ def bench(
     if weights.suffix not in (".pt", ".pth"):
         raise FastmedError(f"bench needs a fastmed .pt checkpoint (the PyTorch reference), got {weights}")
     src = _load_source(weights, data, calib, n_check=32, seed=seed)
-    images = src.check_images
-    ref_probs = torch_probs(src.model, src.meta, images)
+    previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    try:
+        return _bench_rows(weights, out_dir, src, data, calib, formats, batch, warmup, iters, parity_tol, max_drop,
+                           min_metric, exporter, seed)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _bench_rows(weights: Path, out_dir: Path, src, data, calib, formats, batch, warmup, iters, parity_tol, max_drop,
+                min_metric, exporter, seed) -> BenchResult:
+    """The body of :func:`bench`, run with the thread count set."""
+    import torch
+
+    from fastmed.export.exporter import export, torch_probs
+    from fastmed.export.predictor import Predictor
+
     threads = torch.get_num_threads()
+    images = src.check_images
+    ref_probs = torch_probs(src.model, src.meta, images)
     rows: list[BenchRow] = []
     for fmt in formats:
         row = BenchRow(name=_NAMES[fmt], format=fmt, status=VALIDATED)

@@ -21,7 +21,7 @@ def run(ctx: DemoContext) -> DemoSection:
             notes.append(f"{label}: skipped (no `{key}` checkpoint from an earlier stage)")
             continue
         result = bench(weights, out / key, data=str(data / "test"), calib=str(data / "train"),
-                       formats=("pytorch", "onnx", "onnx-int8"), batch=16, warmup=3, iters=30, seed=ctx.seed)
+                       formats=("pytorch", "onnx", "onnx-int8"), batch=16, warmup=3, iters=30, threads=1, seed=ctx.seed)
         table = format_table(result)
         print(f"[export] {label}:\n{table}")
         atomic_write_text(out / key / "bench.md", f"# {label}\n\n{table}\n")
@@ -40,7 +40,7 @@ def run(ctx: DemoContext) -> DemoSection:
         title="export: ONNX / ONNX Runtime int8 (TensorRT rows need a GPU)",
         summary="Each checkpoint exported to ONNX (dynamo exporter, dynamic batch, parity-checked against PyTorch) "
                 "and to QDQ int8 calibrated on `polyp/train`; accuracy on `polyp/test`. Timings are on this machine's "
-                "CPU (shared, so noisy)." + ("".join(f"\n\n{n}" for n in notes)),
+                "CPU, one thread per backend (a shared machine: medians are noisy)." + ("".join(f"\n\n{n}" for n in notes)),
         metrics=metrics,
         markdown="\n\n".join(tables),
     )
