@@ -156,17 +156,25 @@ def refuse_coupled_samples(model: nn.Module) -> None:
 
 @dataclass
 class _Call:
+    """One call of a hooked layer: its inputs and, after the backward, its contribution or output gradient."""
+
     module_name: str
     args: tuple
     kwargs: dict
     versions: list[int]
-    delta: torch.Tensor | None = None
+    contribution: torch.Tensor | None = None  # (M,), known layer types (computed during the backward)
+    delta: torch.Tensor | None = None         # output gradient, kept only for the fallback path
 
 
 @dataclass
 class _Capture:
-    """Inputs and output gradients of every call of the hooked modules."""
+    """Records every call of the hooked layers; known layers are contracted as soon as their
+    output gradient arrives, so no layer's output gradient outlives its step of the backward."""
 
+    modules: dict[str, nn.Module]
+    owners: dict[str, dict[str, torch.Tensor]]
+    layer_dot: LayerDot
+    n_samples: int
     calls: list[_Call] = field(default_factory=list)
     active: bool = True
 
@@ -178,13 +186,28 @@ class _Capture:
                 raise TypeError(f"layer {name!r} must return one tensor that depends on the inputs (got {type(output).__name__})")
             call = _Call(name, args, kwargs, [t._version for t in args if isinstance(t, torch.Tensor)])
             self.calls.append(call)
-            output.register_hook(lambda grad: setattr(call, "delta", grad))
+            output.register_hook(lambda grad: self.on_output_grad(call, grad))
             return None
 
         return hook
 
+    def on_output_grad(self, call: _Call, delta: torch.Tensor) -> None:
+        now = [t._version for t in call.args if isinstance(t, torch.Tensor)]
+        if now != call.versions:
+            raise RuntimeError(f"the input of layer {call.module_name!r} was modified in place after the layer used it")
+        if delta.shape[0] != self.n_samples:
+            raise ValueError(
+                f"layer {call.module_name!r} sees a batch of {delta.shape[0]} rows, not the {self.n_samples} samples; "
+                "per-sample rules need every layer's first dimension to be the sample"
+            )
+        module = self.modules[call.module_name]
+        if type(module) in KNOWN_TYPES:
+            call.contribution = self.layer_dot(module, call.args[0].detach(), delta, self.owners[call.module_name])
+        else:
+            call.delta = delta
 
-def _split_direction(model: nn.Module, direction: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+
+def _split_direction(direction: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
     """Group ``direction`` by owning module: ``{module name: {param name: G}}``."""
     owners: dict[str, dict[str, torch.Tensor]] = {}
     for full, g in direction.items():
@@ -217,8 +240,8 @@ def per_sample_grad_dot_reference(
     """
     refuse_coupled_samples(model)
     modules = dict(model.named_modules())
-    owners = _split_direction(model, direction)
-    capture = _Capture()
+    owners = _split_direction(direction)
+    capture = _Capture(modules, owners, layer_dot, inputs.shape[0])
     handles = []
     fallback = []
     for mod_name in owners:
@@ -250,21 +273,11 @@ def per_sample_grad_dot_reference(
     capture.active = False
     total = losses.detach().new_zeros(inputs.shape[0])
     for call in capture.calls:
-        module, g = modules[call.module_name], owners[call.module_name]
-        if call.delta is None:  # the output did not reach the loss
-            continue
-        now = [t._version for t in call.args if isinstance(t, torch.Tensor)]
-        if now != call.versions:
-            raise RuntimeError(f"the input of layer {call.module_name!r} was modified in place after the layer used it")
-        if call.delta.shape[0] != inputs.shape[0]:
-            raise ValueError(
-                f"layer {call.module_name!r} sees a batch of {call.delta.shape[0]} rows, not the {inputs.shape[0]} samples; "
-                "per-sample rules need every layer's first dimension to be the sample"
-            )
-        if type(module) in KNOWN_TYPES:
-            total = total + layer_dot(module, call.args[0].detach(), call.delta, g).to(total.dtype)
-        else:
+        if call.contribution is not None:
+            total = total + call.contribution.to(total.dtype)
+        elif call.delta is not None:  # a layer without a fast rule
             args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in call.args)
+            module, g = modules[call.module_name], owners[call.module_name]
             total = total + jvp_layer_dot(module, args, call.kwargs, call.delta, g).to(total.dtype)
     if outside:
         total = total + _per_sample_loop(outside, direction, losses)
