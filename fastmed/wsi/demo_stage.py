@@ -21,12 +21,12 @@ def run(ctx: DemoContext) -> DemoSection:
     run_features(WsiFeaturesConfig(tiles=str(out / "tiles"), out=str(out / "features"), encoder="tiny", device=ctx.device,
                                    seed=ctx.seed, **common))
     labels = str(slides / "labels.csv")
-    run_train(WsiTrainConfig(features=str(out / "features"), labels=labels, out=str(out / "train"), epochs=15, batch_size=2,
-                             lr=1e-3, val_fraction=0.25, seed=ctx.seed, device=ctx.device, **common))
+    run_train(WsiTrainConfig(features=str(out / "features"), labels=labels, out=str(out / "train"), epochs=8, batch_size=2,
+                             lr=3e-3, val_fraction=0.25, seed=ctx.seed, device=ctx.device, **common))
     weights = str(out / "train" / "weights" / "best.pt")
     run_predict(WsiPredictConfig(weights=weights, features=str(out / "features"), labels=labels, out=str(out / "predict"),
                                  device=ctx.device, **common))
-    run_heatmap(WsiHeatmapConfig(weights=weights, features=str(out / "features"), out=str(out / "heatmaps"), max_side=512,
+    run_heatmap(WsiHeatmapConfig(weights=weights, features=str(out / "features"), out=str(out / "heatmaps"), max_side=384,
                                  device=ctx.device, **common))
     tiling = json.loads((out / "tiles" / "tiling.json").read_text(encoding="utf-8"))
     last = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()][-1]
@@ -42,7 +42,7 @@ def run(ctx: DemoContext) -> DemoSection:
     return DemoSection(
         title="wsi: attention MIL on synthetic slides (tiny encoder)",
         summary=f"{tiling['n_ok']} pyramidal TIFF slides tiled into 64-px patches at 0.5 µm/px, encoded with the `tiny` "
-                "random-convolution encoder, and an attention-MIL model trained 15 epochs with all four losses, two slides per "
+                "random-convolution encoder, and an attention-MIL model trained 8 epochs with all four losses, two slides per "
                 "step (ragged bags). Patch AUC compares each map with the true tumour polygons. Overview: thumbnail, "
                 "attention, patch probability, combined.",
         metrics=metrics,
