@@ -11,7 +11,9 @@ resume::
 Per epoch: ``train_step`` on every batch of ``train_batches()`` (losses are
 averaged into ``train/<name>``), then ``evaluate()`` (``val/<name>``), one line
 in ``metrics.jsonl``, ``weights/last.pt`` (checkpoint + ``train_state`` for
-resume) and ``weights/best.pt`` when ``monitor`` improves, ``curves.png``.
+resume) and ``weights/best.pt`` when ``monitor`` improves, and ``curves.png`` (after the
+last epoch, and at most every ``PLOT_EVERY_S`` seconds before). A run started
+without ``resume`` in a folder that already has a ``metrics.jsonl`` replaces it.
 """
 from __future__ import annotations
 
@@ -52,6 +54,9 @@ class TrainTask(Protocol):
 class FitLoop:
     """Run ``epochs`` epochs of a ``TrainTask`` in a run folder."""
 
+    #: curves.png is redrawn at most this often (and after the last epoch): plotting costs seconds
+    PLOT_EVERY_S = 30.0
+
     def __init__(self, run: RunDir, epochs: int, monitor: str | None = None, mode: str = "max", show_progress: bool = True, title: str = ""):
         if epochs < 1:
             raise FastmedError(f"epochs must be >= 1, got {epochs}")
@@ -81,6 +86,9 @@ class FitLoop:
             self.run.truncate_metrics(start - 1)
             if start > self.epochs:
                 return self.run.read_metrics()
+        else:
+            self.run.truncate_metrics(0)  # a fresh run in a reused folder starts a fresh log
+        last_plot = time.perf_counter()
         for epoch in range(start, self.epochs + 1):
             t0 = time.perf_counter()
             sums: dict[str, float] = defaultdict(float)
@@ -108,5 +116,7 @@ class FitLoop:
                 save_checkpoint(self.run.best, ckpt)
             ckpt["train_state"] = {"epoch": epoch, "best": best, "task": task.state_dict()}
             save_checkpoint(self.run.last, ckpt)
-            plot_curves(self.run.read_metrics(), self.run.path / "curves.png", title=self.title)
+            if epoch == self.epochs or time.perf_counter() - last_plot > self.PLOT_EVERY_S:
+                plot_curves(self.run.read_metrics(), self.run.path / "curves.png", title=self.title)
+                last_plot = time.perf_counter()
         return self.run.read_metrics()

@@ -93,3 +93,10 @@ def test_run_dir_numbering(tmp_path):
     b = new_run_dir("polyp", "train", root=str(tmp_path))
     assert (a.name, b.name) == ("train", "train2")
     assert new_run_dir("polyp", "train", root=str(tmp_path), resume=True) == b
+
+
+def test_fresh_run_in_a_reused_folder_starts_a_fresh_log(tmp_path):
+    run = RunDir(tmp_path / "run")
+    FitLoop(run, epochs=2, show_progress=False).fit(_Linear())
+    hist = FitLoop(run, epochs=1, show_progress=False).fit(_Linear())
+    assert [r["epoch"] for r in hist] == [1]
