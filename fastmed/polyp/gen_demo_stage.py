@@ -24,7 +24,7 @@ def run(ctx: DemoContext) -> DemoSection:
     data = ctx.data / "polyp"
     common = dict(seed=ctx.seed, device=ctx.device, progress=ctx.progress)
     features = ctx.artifacts.get("recognizer")
-    aug = run_augment(PolypAugmentConfig(data=str(data), epochs=2, steps_per_epoch=6, per_class=3, image_size=64,
+    aug = run_augment(PolypAugmentConfig(data=str(data), epochs=1, steps_per_epoch=8, per_class=3, image_size=64,
                                          features=features, out=str(out / "augment"), **common))
     gen = run_generate(PolypGenerateConfig(weights=aug["weights"], data=str(data), out=str(out / "generated"), **common))
     summary = run_train(PolypTrainConfig(data=str(data), extra_data=[gen["out"]], arch="resnet18", epochs=3, batch_size=32,
