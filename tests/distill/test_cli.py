@@ -28,20 +28,26 @@ def _check_student(path, arch, class_names, size):
     assert model(torch.zeros(2, 3, size, size)).shape == (2, len(class_names))
 
 
-def test_digits_teacher_student_predict(tmp_path):
-    common = ["data=digits", "image_size=8", "epochs=1", "batch_size=128", "device=cpu", "lr=3e-3"]
-    assert main(["distill", "train", *common, "arch=resnet18", "kd_weight=0", "mi_weight=0", f"out={tmp_path / 't'}"]) == 0
-    teacher = tmp_path / "t" / "weights" / "last.pt"
+def _random_teacher(path, class_names, size, arch="resnet18"):
+    model = create_model(arch, num_classes=len(class_names))
+    return save_checkpoint(path, make_checkpoint(model, task="polyp", kind="classifier", arch=arch,
+                                                 arch_kwargs={"num_classes": len(class_names)},
+                                                 class_names=class_names, input_size=[size, size]))
+
+
+def test_digits_distill_and_predict(tmp_path):
+    # a small random teacher keeps this fast; a trained ResNet teacher is exercised on the polyps below
+    teacher = _random_teacher(tmp_path / "t.pt", [str(i) for i in range(10)], 8, arch="mobilenet_v3_small")
     digest = hashlib.sha256(teacher.read_bytes()).hexdigest()
     assert main(["distill", "train", "data=digits", "epochs=1", "batch_size=128", "device=cpu",
                  f"teacher={teacher}", f"out={tmp_path / 's'}"]) == 0
     assert hashlib.sha256(teacher.read_bytes()).hexdigest() == digest
     rec = _metrics(tmp_path / "s")[-1]
-    for key in ("train/ce", "train/kd", "train/mi", "train/prior_kl", "train/prior_std", "val/acc", "val/teacher_agree"):
+    for key in ("train/ce", "train/kd", "train/mi", "train/prior_kl", "train/prior_std", "val/acc",
+                "val/teacher_agree", "val/teacher_acc"):
         assert key in rec, key
-    assert rec["val/teacher_acc"] > 0.2  # the teacher learnt something in one epoch (chance: 0.1)
     student = tmp_path / "s" / "weights" / "best.pt"
-    _check_student(student, "mobilenet_v3_small", [str(i) for i in range(10)], 8)
+    _check_student(student, "mobilenet_v3_small", [str(i) for i in range(10)], 8)  # the teacher's input size
 
     from sklearn.datasets import load_digits
 
@@ -73,16 +79,22 @@ def test_synthetic_polyps_from_a_polyp_recognizer(synth_root, tmp_path):
     assert len(list(csv.DictReader(out_csv.open()))) == sum(1 for p in (data / "test").rglob("*.png"))
 
 
+def test_labels_only_baseline(synth_root, tmp_path):
+    assert main(["distill", "train", f"data={synth_root / 'polyp'}", "kd_weight=0", "mi_weight=0", "image_size=32",
+                 "epochs=1", "batch_size=16", "device=cpu", f"out={tmp_path / 'b'}"]) == 0
+    rec = _metrics(tmp_path / "b")[-1]
+    assert "train/ce" in rec and "train/kd" not in rec and "val/teacher_acc" not in rec
+    ckpt = load_checkpoint(tmp_path / "b" / "weights" / "last.pt")
+    assert ckpt["meta"]["teacher"] is None and ckpt["input_size"] == [32, 32]
+
+
 def test_teacher_is_not_updated_by_a_training_step(synth_root, tmp_path):
     from fastmed.cfg.base import parse_options
     from fastmed.cfg.distill import DistillTrainConfig
     from fastmed.distill.data import load_labelled_images
     from fastmed.distill.train import DistillTask, load_teacher
 
-    names = ["adenoma", "hyperplastic", "normal"]
-    path = save_checkpoint(tmp_path / "t.pt", make_checkpoint(create_model("resnet18", num_classes=3), task="polyp",
-                           kind="classifier", arch="resnet18", arch_kwargs={"num_classes": 3}, class_names=names,
-                           input_size=[32, 32]))
+    path = _random_teacher(tmp_path / "t.pt", ["adenoma", "hyperplastic", "normal"], 32)
     cfg = parse_options(DistillTrainConfig, [f"data={synth_root / 'polyp'}", f"teacher={path}", "batch_size=8", "device=cpu"])
     teacher = load_teacher(cfg.teacher, torch.device("cpu"))
     before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
@@ -108,9 +120,7 @@ def test_bad_options_are_reported(args, message, capsys):
 
 
 def test_teacher_with_other_classes_is_rejected(synth_root, tmp_path, capsys):
-    path = save_checkpoint(tmp_path / "t.pt", make_checkpoint(create_model("resnet18", num_classes=3), task="polyp",
-                           kind="classifier", arch="resnet18", arch_kwargs={"num_classes": 3},
-                           class_names=["a", "b", "c"], input_size=[32, 32]))
+    path = _random_teacher(tmp_path / "t.pt", ["a", "b", "c"], 32)
     assert main(["distill", "train", f"data={synth_root / 'polyp'}", f"teacher={path}", "device=cpu",
                  f"out={tmp_path / 's'}"]) == 2
     assert "teacher's classes" in capsys.readouterr().err
