@@ -56,3 +56,22 @@ def test_percentiles_and_errors(predictor, tmp_path):
 
     with pytest.raises(FastmedError, match="video"):
         stream_predict(predictor, tmp_path / "x.txt")
+
+
+def test_corrupt_video_packet_is_counted_and_skipped(predictor, tmp_path):
+    """Flip bytes inside an H.264 stream: the packet that fails to decode is one bad frame, the rest stream on."""
+    pytest.importorskip("av")
+    from fastmed.export.video import VideoWriter
+
+    rng = np.random.default_rng(0)
+    writer = VideoWriter(tmp_path / "clip.mp4", fps=10)
+    for _ in range(30):
+        writer.write(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))  # noise: large packets, easy to hit
+    writer.close()
+    data = bytearray((tmp_path / "clip.mp4").read_bytes())
+    for off in range(len(data) // 3, len(data) // 3 + 2000, 7):
+        data[off] ^= 0xFF
+    (tmp_path / "bad.mp4").write_bytes(bytes(data))
+    rep = stream_predict(predictor, tmp_path / "bad.mp4", warmup=0)
+    assert rep.bad_frames >= 1 and rep.frames >= 20
+    assert rep.frames + rep.bad_frames <= 30 and rep.bad[0]["error"]
