@@ -153,16 +153,22 @@ def _transform(
         return idx.reshape(n_b, ndim, *lines(axis)) if idx is not None else placeholder
 
     n_threads = numba.get_num_threads() if masks.size >= PARALLEL_MIN_ELEMENTS else 1
-    _, n0, inner0 = lines(0)
-    with numba.parallel_chunksize(1):  # parts are taken dynamically (see edt_numba)
-        nb.sweep_first_axis(masks.reshape(n_b, n0, inner0), spacing[0], dist.reshape(n_b, n0, inner0),
-                            idx_view(0), with_indices, n_threads)
-        for axis in range(1, ndim):
-            pre, n, inner = lines(axis)
-            nb.envelope_axis(dist.reshape(n_b * pre, n, inner), idx_view(axis), axis, spacing[axis],
-                             with_indices, axis == ndim - 1, n_threads)
-    if ndim == 1:
-        np.sqrt(dist, out=dist)
+    with numba.parallel_chunksize(1):  # parallel parts are taken dynamically (see edt_numba)
+        if n_b > 1:  # whole images per thread: each image's passes run while it is in cache
+            n_pix = math.prod(shape)
+            nb.transform_images(masks.reshape(n_b, n_pix), dist.reshape(n_b, n_pix),
+                                idx.reshape(n_b, ndim, n_pix) if idx is not None else placeholder[0],
+                                np.asarray(shape, np.int64), np.asarray(spacing, np.float64), with_indices, n_threads)
+        else:  # one image: every pass split across the threads
+            _, n0, inner0 = lines(0)
+            nb.sweep_first_axis(masks.reshape(n_b, n0, inner0), spacing[0], dist.reshape(n_b, n0, inner0),
+                                idx_view(0), with_indices, n_threads)
+            for axis in range(1, ndim):
+                pre, n, inner = lines(axis)
+                nb.envelope_axis(dist.reshape(n_b * pre, n, inner), idx_view(axis), axis, spacing[axis],
+                                 with_indices, axis == ndim - 1, n_threads)
+            if ndim == 1:
+                np.sqrt(dist, out=dist)
     _fill_images_without_zero(dist, idx, spacing)
     return dist, idx
 

@@ -208,3 +208,50 @@ def envelope_axis(f, idx, axis, w, with_idx, take_sqrt, n_threads):
         return
     for t in prange(n_parts):
         _envelope_items(f, idx, axis, w, with_idx, take_sqrt, t * n_lines // n_parts, (t + 1) * n_lines // n_parts)
+
+
+@njit(cache=True)
+def _image_passes(mask, f, idx, dims, spacing, with_idx):
+    """Every pass over one image, on the calling thread (its arrays stay in cache).
+
+    mask: (P,) bool; f: (P,) float64 out (distances); idx: (ndim, P) int out, or a
+    (1, 1) placeholder without indices; dims: (ndim,) int64 image shape;
+    spacing: (ndim,) float64 sampling.
+    """
+    ndim = dims.shape[0]
+    n_pix = mask.shape[0]
+    placeholder = np.empty((1, 1, 1, 1, 1), idx.dtype)
+    n0 = dims[0]
+    m3 = mask.reshape((1, n0, n_pix // n0))
+    ix5 = idx.reshape((1, ndim, 1, n0, n_pix // n0)) if with_idx else placeholder
+    _sweep_items(m3, spacing[0], f.reshape((1, n0, n_pix // n0)), ix5, with_idx, 0, sweep_items(m3))
+    pre = 1
+    for axis in range(1, ndim):
+        pre *= dims[axis - 1]
+        n = dims[axis]
+        inner = n_pix // (pre * n)
+        ix5 = idx.reshape((1, ndim, pre, n, inner)) if with_idx else placeholder
+        _envelope_items(f.reshape((pre, n, inner)), ix5, axis, spacing[axis], with_idx, axis == ndim - 1, 0, pre * inner)
+    if ndim == 1:
+        for i in range(n_pix):
+            f[i] = np.sqrt(f[i])
+
+
+@njit(cache=True, parallel=True)
+def transform_images(masks, f, idx, dims, spacing, with_idx, n_threads):
+    """The whole transform of a batch, image by image (threads take whole images).
+
+    masks: (B, P) bool; f: (B, P) float64 out; idx: (B, ndim, P) int out, or a
+    (1, 1, 1) placeholder without indices; dims, spacing: as ``_image_passes``.
+    n_threads: 1 = a plain loop on the calling thread; more = ``prange`` over images
+    (call under ``numba.parallel_chunksize(1)`` so that images are taken dynamically).
+    Per image the second pass finds the first pass's output in cache, which
+    whole-batch passes (``sweep_first_axis`` / ``envelope_axis``) do not.
+    """
+    n_b = masks.shape[0]
+    if n_threads < 2:
+        for b in range(n_b):
+            _image_passes(masks[b], f[b], idx[b] if with_idx else idx[0], dims, spacing, with_idx)
+        return
+    for b in prange(n_b):
+        _image_passes(masks[b], f[b], idx[b] if with_idx else idx[0], dims, spacing, with_idx)
