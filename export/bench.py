@@ -6,8 +6,9 @@ otherwise the row says why it was skipped). Per row: status (exported and
 validated / exported but validation failed / export failed / skipped), file
 size, parity with PyTorch (max |Δprob|, top-1 agreement), accuracy on a
 labelled folder when given, latency p50/p95/p99 at batch 1 and throughput at
-a larger batch (warm-up, then medians), and the runtime versions. All
-backends use the same number of CPU threads.
+a larger batch (warm-up, then medians over rounds that interleave the
+backends), and the runtime versions. All backends use the same number of CPU
+threads.
 """
 from __future__ import annotations
 
@@ -91,19 +92,14 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def _measure(row: BenchRow, predictor, images: list[np.ndarray], ref_probs: np.ndarray, data: str | None,
-             batch: int, warmup: int, iters: int) -> None:
-    """Fill parity, accuracy and timing of ``row`` from ``predictor``."""
+def _check(row: BenchRow, predictor, images: list[np.ndarray], ref_probs: np.ndarray, data: str | None) -> None:
+    """Fill parity with PyTorch and accuracy of ``row`` from ``predictor``."""
     from fastmed.export.evaluate import compare_probs, evaluate_folder
-    from fastmed.export.timing import latency_and_throughput
 
     parity = compare_probs(ref_probs, predictor.predict(images))
     row.max_abs_prob_diff, row.top1_agreement = parity.max_abs_prob_diff, parity.top1_agreement
     if data:
         row.accuracy = evaluate_folder(predictor, data).accuracy
-    x1 = predictor.preprocess(images[:1])
-    xb = predictor.preprocess([images[i % len(images)] for i in range(batch)])
-    row.__dict__.update(latency_and_throughput(predictor.backend.run, x1, xb, warmup, iters))
 
 
 def bench(
@@ -163,6 +159,7 @@ def _bench_rows(weights: Path, out_dir: Path, src, data, calib, formats, batch, 
     images = src.check_images
     ref_probs = torch_probs(src.model, src.meta, images)
     rows: list[BenchRow] = []
+    timed: dict[str, tuple[BenchRow, object]] = {}  # rows whose backend runs: timed together below
     for fmt in formats:
         row = BenchRow(name=_NAMES[fmt], format=fmt, status=VALIDATED)
         int8 = None
@@ -201,13 +198,15 @@ def _bench_rows(weights: Path, out_dir: Path, src, data, calib, formats, batch, 
                 int8 = res.int8
                 if int8 is not None:
                     row.note = f"{int8.chosen.plan}; drop {int8.chosen.drop_points:+.2f} points vs fp32 ({int8.measure})"
-            _measure(row, pred, images, ref_probs, data, batch, warmup, iters)
+            _check(row, pred, images, ref_probs, data)
             _validate(row, parity_tol, int8)
+            timed[row.name] = (row, pred)
         except Exception as exc:  # a broken runtime must not lose the other rows
             row.status, row.note = VALIDATION_FAILED, f"{type(exc).__name__}: {exc}"[:300]
             traceback.print_exc()
         rows.append(row)
         print(f"[bench] {row.name}: {row.status}" + (f" — {row.note}" if row.note else ""), flush=True)
+    _time_rows(timed, images, batch, warmup, iters)
     result = BenchResult(str(weights), rows, runtime_versions(),
                          {"batch": batch, "warmup": warmup, "iters": iters, "threads": threads,
                           "parity_tol": parity_tol, "max_drop": max_drop, "exporter": exporter,
@@ -217,6 +216,17 @@ def _bench_rows(weights: Path, out_dir: Path, src, data, calib, formats, batch, 
                            if r.accuracy is not None and r.accuracy < min_metric]
         result.failures += [f"{r.name}: {r.status}" for r in rows if r.status in (EXPORT_FAILED, VALIDATION_FAILED)]
     return result
+
+
+def _time_rows(timed: dict[str, tuple[BenchRow, object]], images: list[np.ndarray], batch: int, warmup: int,
+               iters: int) -> None:
+    """Latency and throughput of every runnable row, in interleaved rounds (see ``timing``)."""
+    from fastmed.export.timing import interleaved_timings
+
+    big = [images[i % len(images)] for i in range(batch)]
+    cases = {name: (pred.backend.run, pred.preprocess(images[:1]), pred.preprocess(big)) for name, (_, pred) in timed.items()}
+    for name, stats in interleaved_timings(cases, warmup, iters).items():
+        timed[name][0].__dict__.update(stats)
 
 
 def _validate(row: BenchRow, parity_tol: float, int8) -> None:
