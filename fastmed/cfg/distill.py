@@ -15,7 +15,8 @@ class DistillTrainConfig(TrainOptions):
     teacher: str | None = opt(None, "teacher: a fastmed classifier checkpoint (.pt), e.g. from `fastmed polyp train`; "
                                     "omitted: --arch is trained from labels alone (the from-scratch baseline)")
     arch: str = opt("mobilenet_v3_small", "student architecture (a classifier of fastmed.nets.classifiers)")
-    image_size: int | None = opt(None, "input side in pixels (default: the teacher's; 32 for digits, 64 otherwise)")
+    image_size: int | None = opt(None, "the student's input side in pixels (default: the teacher's; without one "
+                                          "32 for digits, 64 otherwise); the teacher keeps its own")
     val_fraction: float = opt(0.2, "validation fraction when DATA has no val/ folder")
     label_fraction: float = opt(1.0, "fraction of training images (per class) whose labels the student's "
                                      "cross-entropy sees; the others are distilled only")

@@ -66,18 +66,19 @@ class DistillTask:
             raise DataError(f"the teacher's classes {teacher.class_names} differ from the data's {data.class_names}")
         self.cfg, self.data, self.teacher, self.device = cfg, data, teacher, device
         self.num_classes = len(data.class_names)
-        self.image_size = teacher.input_size if teacher else (cfg.image_size or (32 if cfg.data == DIGITS else 64))
-        if teacher is not None and cfg.image_size not in (None, self.image_size):
-            raise FastmedError(f"--image-size {cfg.image_size} differs from the teacher's input size {self.image_size}")
+        default_size = teacher.input_size if teacher else (32 if cfg.data == DIGITS else 64)
+        self.image_size = cfg.image_size or default_size  # the student's; the teacher keeps its own
+        teacher_size = teacher.input_size if teacher else self.image_size
         self.normalization = teacher.normalization if teacher else {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
         flips = cfg.flips if cfg.flips is not None else cfg.data != DIGITS
         mean, std = self.normalization["mean"], self.normalization["std"]
-        views = TwoViews(view_transform(self.image_size, cfg.teacher_aug, mean, std, flips),
+        views = TwoViews(view_transform(teacher_size, cfg.teacher_aug, mean, std, flips),
                          view_transform(self.image_size, cfg.student_aug, mean, std, flips))
         if cfg.label_fraction < 1.0:
             data = data.with_train_labels(hide_labels(data.labels("train"), cfg.label_fraction, cfg.seed))
         self.train_set = data.dataset("train", views)
         self.val_set = data.dataset("val", view_transform(self.image_size, 0.0, mean, std, flips))
+        teacher_val_set = data.dataset("val", view_transform(teacher_size, 0.0, mean, std, flips))
         if len(self.train_set) < 2 or len(self.val_set) < 1:
             raise DataError(f"need >= 2 training and >= 1 validation images, got {len(self.train_set)} and {len(self.val_set)}")
 
@@ -94,7 +95,7 @@ class DistillTask:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         steps = cfg.epochs * max(1, len(self.train_set) // cfg.batch_size)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=steps)
-        self.teacher_val_pred = self._teacher_val_predictions()
+        self.teacher_val_pred = self._predict(teacher.model, teacher_val_set) if teacher else None
 
     def _loader(self, dataset: torch.utils.data.Dataset, train: bool) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
@@ -103,15 +104,12 @@ class DistillTask:
             pin_memory=self.device.type == "cuda")
 
     @torch.no_grad()
-    def _predict(self, model: torch.nn.Module) -> torch.Tensor:
+    def _predict(self, model: torch.nn.Module, dataset: torch.utils.data.Dataset) -> torch.Tensor:
         preds = []
-        for x, _ in self._loader(self.val_set, train=False):
+        for x, _ in self._loader(dataset, train=False):
             with autocast(self.device, self.cfg.amp):
                 preds.append(model(x.to(self.device)).argmax(1).cpu())
         return torch.cat(preds)
-
-    def _teacher_val_predictions(self) -> torch.Tensor | None:
-        return self._predict(self.teacher.model) if self.teacher else None
 
     # --- TrainTask -------------------------------------------------------
     def train_batches(self, epoch: int):
@@ -137,7 +135,7 @@ class DistillTask:
 
     def evaluate(self) -> dict[str, float]:
         self.student.eval()
-        pred = self._predict(self.student)
+        pred = self._predict(self.student, self.val_set)
         labels = torch.as_tensor(self.data.labels("val"))
         metrics = {"acc": float((pred == labels).float().mean())}
         if self.teacher_val_pred is not None:
