@@ -13,17 +13,22 @@ of Sampled Functions", 2012; the feature variant as in Maurer et al. 2003):
    ``a`` is ``q``.  Linear time per line.
 
 The nearest-zero coordinates are written straight into the output index array
-``idx (B, ndim, *shape)`` (no flat index to unravel at the end).  Arrays are
-passed as C-contiguous *views* of the whole batch: ``f`` as ``(outer, n, inner)``
-where the processed axis has length ``n``, ``outer`` gathers the axes before it
-(batch included) and ``inner`` those after it, so a line is ``f[o, :, j]``;
-``idx`` as ``(B, ndim, pre, n, inner)`` with ``outer = B * pre``.  Work is split
-into chunks handed to ``prange``, so one image and a batch of images use the
-same kernels.  Each pass is a serial body over a range of work items
-(``_sweep_items``, ``_envelope_items``) and a driver that runs it either on one
-thread or split evenly across Numba's threads (``parallel=True``): parallel
-launches cost tens of microseconds (much more when the cores are busy), so the
-caller picks the serial driver for small inputs.
+``idx (B, ndim, *shape)`` (no flat index to unravel at the end).  The passes
+take C-contiguous *views*: ``f`` as ``(outer, n, inner)`` where the processed
+axis has length ``n``, ``outer`` gathers the axes before it and ``inner`` those
+after it, so a line is ``f[o, :, j]``; ``idx`` as ``(B, ndim, pre, n, inner)``
+with ``outer = B * pre``.  Each pass is a serial body over a range of work items
+(``_sweep_items``, ``_envelope_items``).  Two drivers run them:
+
+* ``transform_images`` (batches): every pass of one image after the other on
+  one thread (``_image_passes``), threads taking whole images — the second
+  pass finds the image in cache;
+* ``sweep_first_axis`` / ``envelope_axis`` (one image): each pass split into
+  parts across the threads.
+
+Both run on the calling thread when given ``n_threads=1``: a parallel launch
+costs tens of microseconds (far more when other jobs hold the cores), so the
+caller keeps small inputs serial.
 
 ``f`` is built as ``((w0*d0)**2 + (w1*d1)**2) + (w2*d2)**2`` with integer
 ``d`` — the same operations, in the same order, as SciPy's
