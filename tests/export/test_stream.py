@@ -75,3 +75,14 @@ def test_corrupt_video_packet_is_counted_and_skipped(predictor, tmp_path):
     rep = stream_predict(predictor, tmp_path / "bad.mp4", warmup=0)
     assert rep.bad_frames >= 1 and rep.frames >= 20
     assert rep.frames + rep.bad_frames <= 30 and rep.bad[0]["error"]
+
+
+def test_missing_pyav_names_the_video_extra(predictor, tmp_path, monkeypatch):
+    import sys
+
+    from fastmed.errors import FastmedError
+
+    monkeypatch.setitem(sys.modules, "av", None)
+    (tmp_path / "clip.mp4").write_bytes(b"\0" * 16)
+    with pytest.raises(FastmedError, match=r"fastmed\[video\]"):
+        stream_predict(predictor, tmp_path / "clip.mp4", warmup=0)
