@@ -51,13 +51,12 @@ class ContourSegDataset(torch.utils.data.Dataset):
 
     Items whose contours cannot be read are skipped and listed in ``skipped``
     (``(id, reason)``); ``augment`` applies a random rotation by 90-degree steps
-    and a flip to image, mask and map alike.
+    and a flip to image, mask and map alike (drawn from torch's RNG).
     """
 
     def __init__(self, items: Sequence[SegItem], image_size: int, params: CorrelationParams,
-                 augment: bool = False, seed: int = 0, show_progress: bool = False):
+                 augment: bool = False, show_progress: bool = False):
         self.params, self.augment = params, augment
-        self.rng = np.random.default_rng(seed)
         self.items: list[SegItem] = []
         self.skipped: list[tuple[str, str]] = []
         images, masks, corrs = [], [], []
@@ -82,7 +81,8 @@ class ContourSegDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
         out: dict[str, torch.Tensor | int] = {"image": self.images[i], "mask": self.masks[i], "corr": self.corrs[i], "index": i}
         if self.augment:
-            k, flip = int(self.rng.integers(4)), bool(self.rng.integers(2))
+            # torch's RNG: seeded by the run, and per worker and epoch by the DataLoader
+            k, flip = int(torch.randint(4, ())), bool(torch.randint(2, ()))
             for key in ("image", "mask", "corr"):
                 t = torch.rot90(out[key], k, (1, 2))
                 out[key] = t.flip(2) if flip else t

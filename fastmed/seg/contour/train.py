@@ -76,7 +76,7 @@ class ContourTask:
     def __init__(self, cfg, train_items: list[SegItem], val_items: list[SegItem], device: torch.device):
         self.cfg, self.device = cfg, device
         self.params = correlation_params(cfg)
-        self.train_ds = ContourSegDataset(train_items, cfg.image_size, self.params, augment=cfg.augment, seed=cfg.seed,
+        self.train_ds = ContourSegDataset(train_items, cfg.image_size, self.params, augment=cfg.augment,
                                           show_progress=cfg.progress)
         self.val_ds = ContourSegDataset(val_items, cfg.image_size, self.params)
         self.arch_kwargs = {"in_channels": 3, "num_classes": 1, "base_width": cfg.base_width, "depth": cfg.depth,
