@@ -100,3 +100,23 @@ def test_fresh_run_in_a_reused_folder_starts_a_fresh_log(tmp_path):
     FitLoop(run, epochs=2, show_progress=False).fit(_Linear())
     hist = FitLoop(run, epochs=1, show_progress=False).fit(_Linear())
     assert [r["epoch"] for r in hist] == [1]
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    from fastmed.engine.atomic import atomic_write_text
+
+    path = atomic_write_text(tmp_path / "a.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_classifiers_use_a_batchnorm_momentum_that_settles_in_short_trainings():
+    from fastmed.nets.classifiers import BN_MOMENTUM
+    from fastmed.nets.registry import create_model
+
+    bns = [m for m in create_model("mobilenet_v3_small", num_classes=3).modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.momentum == BN_MOMENTUM for m in bns)
