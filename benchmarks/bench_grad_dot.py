@@ -16,7 +16,7 @@ peak RSS (VmHWM, reset first) during one call in a fresh subprocess (Linux).
 
     .venv/bin/python benchmarks/bench_grad_dot.py [--ms 8,16,32,64,128,256] [--size 64]
 
-Writes ``benchmarks/results/grad_dot.json`` and ``grad_dot.md``.
+Writes ``benchmarks/results/<name>.json`` and ``<name>.md`` (``--name``, default ``grad_dot``).
 """
 from __future__ import annotations
 
@@ -148,6 +148,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--name", default="grad_dot", help="results file stem under benchmarks/results/")
     ap.add_argument("--measure-rss", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -192,7 +193,7 @@ def main() -> None:
         "rows": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "grad_dot.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     lines = [
         "# per_sample_grad_dot benchmark",
         "",
@@ -208,7 +209,7 @@ def main() -> None:
         lines.append(f"| {r['M']} | {t['fastmed']:.3f} | {t['torch.func']:.3f} | {t['opacus']:.3f} | {t['fwd+bwd']:.3f} | "
                      f"{r['speedup_vs_torch_func']} | {r['speedup_vs_opacus']} | {r['cost_vs_fwd_bwd']} | {mem_s} |")
     lines += ["", f"torch {torch.__version__}, opacus {opacus_version}; max relative error of each float32 variant against torch.func in float64 in the JSON (`max_rel_err_vs_float64`).", ""]
-    (RESULTS / "grad_dot.md").write_text("\n".join(lines))
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 
