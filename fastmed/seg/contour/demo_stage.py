@@ -9,7 +9,7 @@ from fastmed.cfg.seg import SegTrainConfig
 from fastmed.demo import DemoContext, DemoSection
 from fastmed.seg.contour.train import train
 
-EPOCHS = 5
+EPOCHS = 4
 
 
 def run(ctx: DemoContext) -> DemoSection:
