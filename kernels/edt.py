@@ -154,12 +154,13 @@ def _transform(
 
     n_threads = numba.get_num_threads() if masks.size >= PARALLEL_MIN_ELEMENTS else 1
     with numba.parallel_chunksize(1):  # parallel parts are taken dynamically (see edt_numba)
-        if n_b > 1:  # whole images per thread: each image's passes run while it is in cache
+        if n_b > 1 and n_b >= 2 * n_threads:
+            # whole images per thread: each image's second pass finds it in cache
             n_pix = math.prod(shape)
             nb.transform_images(masks.reshape(n_b, n_pix), dist.reshape(n_b, n_pix),
                                 idx.reshape(n_b, ndim, n_pix) if idx is not None else placeholder[0],
                                 np.asarray(shape, np.int64), np.asarray(spacing, np.float64), with_indices, n_threads)
-        else:  # one image: every pass split across the threads
+        else:  # one image (or fewer than 2 per thread): every pass split across the threads
             _, n0, inner0 = lines(0)
             nb.sweep_first_axis(masks.reshape(n_b, n0, inner0), spacing[0], dist.reshape(n_b, n0, inner0),
                                 idx_view(0), with_indices, n_threads)
