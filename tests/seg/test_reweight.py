@@ -11,7 +11,8 @@ import torch
 
 from fastmed.cli import main
 from fastmed.engine.checkpoint import load_checkpoint
-from fastmed.seg.reweight.losses import region_bce, seg_loss, soft_dice_loss
+from fastmed.seg.losses import seg_loss, soft_dice_loss
+from fastmed.seg.reweight.losses import region_bce
 from fastmed.seg.reweight.mixing import mix, sample_pairs
 from fastmed.seg.reweight.weights import GammaTable, mean_gradient, separation_auc
 

@@ -3,7 +3,7 @@
 * first difference — ``correlation_loss``: regression between the predicted
   correlation ``sigmoid(corr_logits)`` and the target map, mean over pixels;
 * second difference — the mask loss, pixel BCE + soft Dice on the mask logits
-  (``fastmed.seg.reweight.losses.seg_loss``, shared with the reweight method);
+  (``fastmed.seg.losses.seg_loss``, shared with the reweight method);
 * ``contour_loss`` = ``mask_weight * mask + corr_weight * corr``.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fastmed.seg.reweight.losses import seg_loss
+from fastmed.seg.losses import seg_loss
 
 CORR_LOSSES = ("mse", "l1")
 

@@ -32,7 +32,8 @@ from fastmed.nets.unet import UNet
 from fastmed.seg.data import SegDataset, SegItem, scan_seg_split, seg_splits
 from fastmed.seg.metrics import segmentation_metrics
 from fastmed.seg.predict import overlay_mask, predict_masks
-from fastmed.seg.reweight.losses import region_bce, seg_loss, soft_dice_loss
+from fastmed.seg.losses import seg_loss, soft_dice_loss
+from fastmed.seg.reweight.losses import region_bce
 from fastmed.seg.reweight.mixing import mix, sample_pairs
 from fastmed.seg.reweight.plots import plot_gamma, write_overlays
 from fastmed.seg.reweight.weights import GammaTable, gradient_dots, mean_gradient, separation_auc
