@@ -1,7 +1,11 @@
 """Demo stage ``distill``: a MobileNetV3-small student from the polyp recognizer (the model the export stage ships)."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
+
+import torch
 
 from fastmed.cfg.distill import DistillTrainConfig
 from fastmed.demo import DemoContext, DemoSection
@@ -17,6 +21,22 @@ BATCH_SIZE = 32  # ~7 steps per epoch on the demo's 240 training images
 TEACHER_EPOCHS = 4  # only when no recognizer was left by the polyp stage
 
 
+@contextlib.contextmanager
+def _one_cpu_thread() -> Iterator[None]:
+    """One intra-op thread while the stage runs (restored after).
+
+    Measured on the shared 2-core machine at load ~7-12: the student's epoch
+    took 7-50 s with two threads and ~2.5 s with one (the two threads wait on
+    each other when the cores are busy). Not measured on an idle machine.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _teacher(ctx: DemoContext, data: Path, out: Path) -> tuple[str, str]:
     """The polyp stage's recognizer, or a small ResNet-18 trained here on labels."""
     recognizer = ctx.artifacts.get("recognizer")
@@ -30,6 +50,11 @@ def _teacher(ctx: DemoContext, data: Path, out: Path) -> tuple[str, str]:
 
 
 def run(ctx: DemoContext) -> DemoSection:
+    with _one_cpu_thread():
+        return _run(ctx)
+
+
+def _run(ctx: DemoContext) -> DemoSection:
     out = ctx.stage_dir("distill")
     data = ctx.data / "polyp"
     teacher_path, teacher_note = _teacher(ctx, data, out)
