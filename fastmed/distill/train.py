@@ -22,13 +22,13 @@ from fastmed.distill.views import TwoViews, view_transform
 from fastmed.engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_model, make_checkpoint
 from fastmed.engine.device import autocast, select_device
 from fastmed.engine.fit import FitLoop
+from fastmed.engine.precise_bn import recompute_bn_stats
 from fastmed.engine.run_dir import RunDir, new_run_dir
 from fastmed.engine.seed import seed_everything
 from fastmed.errors import DataError, FastmedError
 from fastmed.nets.classifiers import CLASSIFIERS
 from fastmed.nets.registry import create_model
 
-BN_MOMENTUM = 0.1  # batch-norm running-statistics momentum of the student during training
 
 
 @dataclass
@@ -83,9 +83,6 @@ class DistillTask:
             raise DataError(f"need >= 2 training and >= 1 validation images, got {len(self.train_set)} and {len(self.val_set)}")
 
         self.student = create_model(cfg.arch, num_classes=self.num_classes).to(device)
-        for m in self.student.modules():  # torchvision's MobileNetV3 uses 0.01, tuned for ImageNet-length runs;
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):  # not saved in checkpoints
-                m.momentum = BN_MOMENTUM
         self.objective = DistillObjective(self.num_classes, cfg.ce_weight, cfg.kd_weight, cfg.temperature, cfg.mi_weight,
                                           cfg.prior, cfg.prior_weight, cfg.prior_init_std).to(device)
         self.optimizer = torch.optim.AdamW([
@@ -134,6 +131,9 @@ class DistillTask:
         return {k: float(v.detach()) for k, v in out.items()}
 
     def evaluate(self) -> dict[str, float]:
+        """Validation top-1 (and agreement with the teacher) after re-estimating BatchNorm statistics."""
+        student_views = ((sv,) for (_, sv), _ in self._loader(self.train_set, train=True))
+        recompute_bn_stats(self.student, student_views, self.device)
         self.student.eval()
         pred = self._predict(self.student, self.val_set)
         labels = torch.as_tensor(self.data.labels("val"))

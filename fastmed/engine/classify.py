@@ -20,6 +20,7 @@ from fastmed.engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD, make_checkpoi
 from fastmed.engine.device import autocast
 from fastmed.engine.metrics import accuracy, confusion_matrix, macro_f1
 from fastmed.engine.plots import plot_confusion
+from fastmed.engine.precise_bn import recompute_bn_stats
 from fastmed.engine.schedule import set_lr
 from fastmed.errors import DataError
 
@@ -83,6 +84,8 @@ class ClassifierTask:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        """Validation metrics, after re-estimating BatchNorm statistics (see ``engine.precise_bn``)."""
+        recompute_bn_stats(self.model, self.train_loader, self.device)
         if len(self.val_loader.dataset) == 0:
             return {}
         self.model.eval()
