@@ -16,7 +16,7 @@ def run(ctx: DemoContext) -> DemoSection:
     torch.set_num_threads(1)  # a small U-Net: one thread is faster than two contended ones
     try:
         cfg = SegTrainConfig(data=str(data), method="reweight", out=str(out / "train"), seed=ctx.seed, device=ctx.device,
-                             progress=ctx.progress, epochs=6, lr=3e-3, image_size=32, base_width=8, n_exact=8, overlays=4)
+                             progress=ctx.progress, epochs=20, lr=3e-3, image_size=32, base_width=8, n_exact=8, overlays=4)
         cfg.validate()
         s = train(cfg)
         weights = f"{s['run']}/weights/best.pt"
