@@ -35,6 +35,7 @@ from typing import Callable
 
 import numpy as np
 from scipy import ndimage as ndi
+from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -110,7 +111,7 @@ def machine() -> dict[str, object]:
         "loadavg_at_start": os.getloadavg(),
         "python": platform.python_version(),
         "versions": {p: metadata.version(p) for p in ("numpy", "scipy", "numba", "edt")},
-        "note": "shared 2-core machine (other jobs running); medians of interleaved repeats",
+        "note": machine_note() + "; medians of interleaved repeats",
     }
 
 

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -93,7 +94,7 @@ def main() -> None:
     t0 = time.perf_counter()
     report = {"models": {}, "stream_video": f"{args.frames} frames 256x256 H.264 from {data / 'test'}"}
     md = ["# fastmed export: bench table and streaming (CPU)", "",
-          f"Measured on a shared 2-core machine (other jobs running), {args.threads} thread(s) per backend: medians are noisy, ratios are within one process.",
+          f"Measured on {machine_note()}; {args.threads} thread(s) per backend; ratios are within one process.",
           "Command: `.venv/bin/python benchmarks/bench_export.py " + " ".join(f"--model {m}" for m in args.model)
           + f" --data {args.data}`", ""]
     models = dict(m.split("=", 1) for m in args.model)

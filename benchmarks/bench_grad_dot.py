@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from fastmed.kernels import per_sample_grad_dot
 from fastmed.nets.unet import UNet
+from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = ("fastmed", "torch.func", "opacus", "fwd+bwd")
@@ -187,7 +188,7 @@ def main() -> None:
         "input": f"(M, 3, {args.size}, {args.size}), per-image pixel BCE",
         "device": args.device,
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": args.threads,
-                    "note": "shared 2-core CPU with other jobs running: absolute times are noisy, ratios are same-process"},
+                    "note": machine_note()},
         "versions": {"torch": torch.__version__, "opacus": opacus_version, "python": platform.python_version()},
         "repeats": args.repeats,
         "rows": rows,

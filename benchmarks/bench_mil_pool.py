@@ -35,6 +35,7 @@ import torch
 from fastmed.kernels import mil_attention_pool
 from fastmed.kernels.mil_pool import bag_offsets
 from fastmed.kernels.mil_pool_reference import mil_attention_pool_reference
+from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -161,7 +162,7 @@ def main() -> None:
         "fastmed_backend": backend,
         "shape": {"bags": n_bags, "D": D, "N": sum(lengths), "lengths": lengths, "dtype": str(dtype)},
         "repeats": repeats,
-        "machine": f"{platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} torch threads; shared 2-core machine, timings noisy",
+        "machine": f"{machine_note()}; {torch.get_num_threads()} torch threads",
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "rows": rows,
     }

@@ -40,6 +40,7 @@ import torch
 
 from fastmed.kernels import sinkhorn_divergence
 from fastmed.kernels.sinkhorn_reference import epsilon_schedule
+from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BLUR, SCALING, DIAMETER = 0.1, 0.5, 20.0
@@ -216,7 +217,7 @@ def main() -> None:
         "torch": torch.__version__, "python": platform.python_version(),
         "blur": BLUR, "scaling": SCALING, "diameter": DIAMETER, "p": 2,
         "eps_steps": len(epsilon_schedule(2, DIAMETER, BLUR, SCALING)),
-        "note": "shared 2-core machine under load from other jobs: medians of interleaved repetitions",
+        "note": machine_note() + "; medians of interleaved repetitions",
     }
     for mod in ("geomloss", "ot", "triton"):
         try:

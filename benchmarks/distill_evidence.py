@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = {
@@ -107,7 +108,7 @@ def run_dataset(name: str, seeds: list[int], label_fraction: float, work: Path) 
 def machine() -> dict:
     return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
-            "note": "shared 2-core machine, ~7 concurrent jobs: latencies are noisy; compare the ratio"}
+            "note": machine_note()}
 
 
 def render_markdown(results: list[dict]) -> str:

@@ -49,6 +49,7 @@ from fastmed.polyp.generate import run_generate
 from fastmed.polyp.image_sets import imagenet_normalize, load_class_folders
 from fastmed.polyp.pretrain import run_pretrain
 from fastmed.polyp.train import run_train
+from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {"a": "original", "b": "+ generated, no distribution losses", "c": "+ generated, with distribution losses"}
@@ -177,7 +178,7 @@ def main() -> None:
     for s in seeds:  # results are rewritten after every seed, so a cut-short run keeps what it finished
         per_seed.append(run_seed(s, data, work / f"seed{s}", args, judge, judge_ckpt))
         meta = {"size": args.size, "seeds": [r["seed"] for r in per_seed], "machine": f"{platform.machine()} CPU, 2 threads",
-                "torch": torch.__version__, "note": "shared 2-core machine under load from other jobs",
+                "torch": torch.__version__, "note": machine_note(),
                 "seconds": round(time.perf_counter() - t0, 1), "args": vars(args)}
         write_results(per_seed, args, meta, stem)
     print((RESULTS / f"{stem}.md").read_text())

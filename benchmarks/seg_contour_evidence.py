@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {"mask": 0.0, "mask+corr": 1.0}
@@ -89,7 +90,7 @@ def to_markdown(res: dict) -> str:
         f"Synthetic 64x64 images with 1-3 lesions and GeoJSON contours; U-Net base width {a['base_width']}, depth 3, "
         f"{a['steps']} steps of batch {a['batch_size']} (AdamW lr {a['lr']}, flips/rot90), same init and batches for both "
         f"variants; scored on {res['n_eval']} held-out images (masks from the contours). Seeds {a['seeds']}. "
-        f"CPU, torch {res['torch']}, 1 thread, shared 2-core machine; total {res['total_s']:.0f} s.",
+        f"CPU, torch {res['torch']}, 1 thread, {res.get('machine', '')}; total {res['total_s']:.0f} s.",
         "",
         "| train images | Dice mask | Dice mask+corr | HD95 mask | HD95 mask+corr | ΔDice (wins) | ΔHD95 (wins) |",
         "|---|---|---|---|---|---|---|",
@@ -127,7 +128,7 @@ def main() -> None:
             runs.append(r)
             print(f"n_train {n:3d} seed {seed} {variant:9s}: dice {r['dice']:.3f} iou {r['iou']:.3f} "
                   f"hd95 {r['hd95']:.2f} corr_mae {r['corr_mae']:.3f} ({r['train_s']} s)", flush=True)
-    res = {"args": vars(args), "n_eval": args.n_eval, "torch": torch.__version__, "python": platform.python_version(),
+    res = {"args": vars(args), "n_eval": args.n_eval, "torch": torch.__version__, "machine": machine_note(), "python": platform.python_version(),
            "total_s": time.perf_counter() - t_all, "runs": runs, "summary": summarize(runs, args.n_train)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=2))
