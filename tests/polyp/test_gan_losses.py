@@ -87,3 +87,17 @@ def test_distribution_distances_reject_mismatched_lists():
     s = _sets([2, 2])
     with pytest.raises(ValueError, match="same number"):
         L.distribution_distances(s, s[:1], s, s)
+
+
+def test_distribution_distances_triton_matches_torch():
+    pytest.importorskip("triton")
+    ra, rb = _sets([3, 2, 4], seed=1), _sets([3, 2, 4], seed=2)
+    fa = [t.clone().requires_grad_() for t in _sets([3, 2, 4], seed=3)]
+    fb = _sets([3, 2, 4], seed=4)
+    out = {}
+    for backend in ("torch", "triton"):
+        first, second = L.distribution_distances(ra, rb, fa, fb, blur=0.1, backend=backend)
+        grads = torch.autograd.grad((first.sum() - second.sum()), fa)
+        out[backend] = (first.detach(), second.detach(), torch.cat(grads))
+    for t, r in zip(out["torch"], out["triton"]):
+        torch.testing.assert_close(r, t, atol=1e-4, rtol=1e-4)
