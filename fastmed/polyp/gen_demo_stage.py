@@ -1,11 +1,10 @@
 """Demo stage ``polyp-gen``: augment → generate → train the recognizer with the generated images.
 
-A short generator run (a few dozen updates: the images are still close to
-their sources, the point is the pipeline), one generated image per training
-image, then the recognizer trained on original + generated images with the
-same update budget as the ``polyp`` stage (half the epochs over twice the
-images). Uses the ``polyp`` stage's recognizer as the frozen feature CNN of
-the distribution losses when it ran.
+A short generator run (a dozen updates: the images are still close to their
+sources, the point is the pipeline), one generated image per training image,
+then the recognizer trained on original + generated images for a small fixed
+budget (``TRAIN_EPOCHS``). Uses the ``polyp`` stage's recognizer as the frozen
+feature CNN of the distribution losses when that stage ran.
 """
 from __future__ import annotations
 
@@ -18,16 +17,18 @@ from fastmed.polyp.augment import run_augment
 from fastmed.polyp.generate import run_generate
 from fastmed.polyp.train import run_train
 
+TRAIN_EPOCHS = 6  # over original + generated images (twice the originals)
+
 
 def run(ctx: DemoContext) -> DemoSection:
     out = ctx.stage_dir("polyp-gen")
     data = ctx.data / "polyp"
     common = dict(seed=ctx.seed, device=ctx.device, progress=ctx.progress)
     features = ctx.artifacts.get("recognizer")
-    aug = run_augment(PolypAugmentConfig(data=str(data), epochs=1, steps_per_epoch=8, per_class=3, image_size=64,
+    aug = run_augment(PolypAugmentConfig(data=str(data), epochs=1, steps_per_epoch=12, per_class=3, image_size=64,
                                          features=features, out=str(out / "augment"), **common))
     gen = run_generate(PolypGenerateConfig(weights=aug["weights"], data=str(data), out=str(out / "generated"), **common))
-    summary = run_train(PolypTrainConfig(data=str(data), extra_data=[gen["out"]], arch="resnet18", epochs=3, batch_size=32,
+    summary = run_train(PolypTrainConfig(data=str(data), extra_data=[gen["out"]], arch="resnet18", epochs=TRAIN_EPOCHS, batch_size=32,
                                          lr=2e-3, out=str(out / "train"), **common))
     device = select_device(ctx.device)
     model, ckpt = load_model(summary["weights"], map_location=device)
@@ -44,8 +45,8 @@ def run(ctx: DemoContext) -> DemoSection:
         title="polyp generation: augment → generate → train with --extra-data",
         summary=(f"{aug['updates']} generator updates (frozen features: "
                  f"{'the polyp stage recognizer' if features else 'a random CNN'}), {gen['images']} generated images "
-                 f"in `{gen['out']}` (manifest.csv keeps their sources), recognizer retrained on original + generated "
-                 "images for 3 epochs (the polyp stage: 6 epochs on the originals). A demo-sized run: see "
+                 f"in `{gen['out']}` (manifest.csv keeps their sources), recognizer (resnet18, random init) trained on "
+                 f"original + generated images for {TRAIN_EPOCHS} epochs. A demo-sized run, not evidence: see "
                  "benchmarks/results/polyp_ablation.md for the measured effect of the generated data."),
         metrics=metrics, images=[out / "augment" / "samples.png", out / "generated" / "samples.png"],
     )
