@@ -108,7 +108,6 @@ def machine() -> dict[str, object]:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "numba_threads": numba.get_num_threads(),
-        "loadavg_at_start": os.getloadavg(),
         "python": platform.python_version(),
         "versions": {p: metadata.version(p) for p in ("numpy", "scipy", "numba", "edt")},
         "note": machine_note() + "; medians of interleaved repeats",
@@ -182,8 +181,7 @@ def to_markdown(res: dict) -> str:
     lines = [
         "# EDT benchmark (fastmed Numba vs SciPy vs edt)",
         "",
-        f"{m['cpu']}, {m['cores']} cores, numba threads {m['numba_threads']}, load at start "
-        f"{', '.join(f'{x:.1f}' for x in m['loadavg_at_start'])}; {m['note']}.",
+        f"{m['cpu']}, numba threads {m['numba_threads']}; {m['note']}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
         f"Median of {res['repeats']} interleaved repeats, seconds per call of the whole case; "
         "speedup = anchor / fastmed (same process).",
