@@ -8,7 +8,8 @@ For every seed:
    (``w_dist1 = w_dist2 = 0``), (c) with them; each writes one generated image
    per training image (``fastmed polyp generate``);
 3. Models-Genesis pre-training of the recognizer encoder on the training images;
-4. the recognizer trained on (a) the originals, (b) + generated without,
+4. the recognizer trained on (a) the originals, (a2) the originals for twice
+   the epochs (the number of updates of b and c), (b) + generated without,
    (c) + generated with the distribution losses, each from random init and
    from the pre-trained encoder; accuracy and macro-F1 on ``test_shift``
    (illumination/colour shift never seen in training) and ``test``.
@@ -52,12 +53,13 @@ from fastmed.polyp.train import run_train
 from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-VARIANTS = {"a": "original", "b": "+ generated, no distribution losses", "c": "+ generated, with distribution losses"}
+VARIANTS = {"a": "original", "a2": "original, 2x epochs (the updates of b, c)", "b": "+ generated, no distribution losses",
+            "c": "+ generated, with distribution losses"}
 
 
-def _train(data: Path, out: Path, seed: int, args, extra: list[str], pretrained: str | None) -> dict:
+def _train(data: Path, out: Path, seed: int, args, extra: list[str], pretrained: str | None, epoch_factor: int = 1) -> dict:
     return run_train(PolypTrainConfig(data=str(data), extra_data=extra, pretrained=pretrained, arch=args.arch,
-                                      epochs=args.epochs, batch_size=32, lr=2e-3, image_size=args.image_size,
+                                      epochs=args.epochs * epoch_factor, batch_size=32, lr=2e-3, image_size=args.image_size,
                                       out=str(out), seed=seed, device="cpu", progress=False))
 
 
@@ -109,7 +111,7 @@ def run_seed(seed: int, data: Path, work: Path, args, judge: torch.nn.Module, ju
     for v in VARIANTS:
         for pretrained in (None, pre["weights"]):
             name = f"{v}{'+pre' if pretrained else ''}"
-            run = _train(data, work / f"train_{name}", seed, args, [gens[v]] if v in gens else [], pretrained)
+            run = _train(data, work / f"train_{name}", seed, args, [gens[v]] if v in gens else [], pretrained, 2 if v == "a2" else 1)
             model, ckpt = load_model(run["weights"])
             scores[name] = {split: {k: evaluate_class_folder(model, ckpt, data / split, torch.device("cpu"))[k] for k in ("acc", "macro_f1")}
                             for split in ("test_shift", "test")}
@@ -133,7 +135,7 @@ def write_results(per_seed: list[dict], args, meta: dict, stem: str) -> None:
              f"(per_class 4, w_dist {args.w_dist}, margin {args.margin}); pre-training {args.pre_epochs} epochs. Mean ± sd over seeds.", "",
              "| training data | pre-trained | test_shift acc | test_shift macro-F1 | test acc | test macro-F1 |", "|---|---|---|---|---|---|"]
     for name in names:
-        v = name[0]
+        v = name.split("+")[0]
         col = lambda split, k: _ms([s["scores"][name][split][k] for s in per_seed])  # noqa: E731
         lines.append(f"| ({v}) {VARIANTS[v]} | {'yes' if '+pre' in name else 'no'} | {col('test_shift', 'acc')} | "
                      f"{col('test_shift', 'macro_f1')} | {col('test', 'acc')} | {col('test', 'macro_f1')} |")
