@@ -62,6 +62,15 @@ def feature_extractor(model: torch.nn.Module) -> tuple[torch.nn.Module, int]:
     raise TypeError(f"no feature extractor rule for {type(model).__name__}")
 
 
+def head_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
+    """``state_dict`` key prefixes of a registered classifier's head (``fc.`` or ``classifier.``)."""
+    if isinstance(model, tvm.ResNet):
+        return ("fc.",)
+    if isinstance(model, (tvm.MobileNetV2, tvm.MobileNetV3, tvm.EfficientNet)):
+        return ("classifier.",)
+    raise TypeError(f"no head rule for {type(model).__name__}")
+
+
 def _first_linear(seq: torch.nn.Module) -> torch.nn.Linear:
     for m in seq.modules():
         if isinstance(m, torch.nn.Linear):

@@ -13,6 +13,7 @@ from fastmed.engine.init_weights import load_matching_weights, read_state_dict
 from fastmed.engine.run_dir import RunDir, new_run_dir
 from fastmed.engine.seed import seed_everything
 from fastmed.errors import FastmedError
+from fastmed.nets.classifiers import head_prefixes
 from fastmed.nets.registry import create_model
 
 
@@ -28,8 +29,10 @@ def _init_weights(model, cfg: PolypTrainConfig) -> dict[str, str]:
                 raise FastmedError(f"--pretrained {path} is not a checkpoint of `fastmed polyp pretrain`")
             if ckpt["arch"]["name"] != cfg.arch:
                 raise FastmedError(f"--pretrained {path} was pre-trained for {ckpt['arch']['name']}, not --arch {cfg.arch}")
+        if option == "pretrained":  # the encoder only: the pre-training head was never trained
+            state = {k: v for k, v in state.items() if not k.startswith(head_prefixes(model))}
         loaded, skipped = load_matching_weights(model, state)
-        notes[option] = f"{len(loaded)} tensors loaded from {path}, {len(skipped)} skipped (e.g. the head)"
+        notes[option] = f"{len(loaded)} tensors loaded from {path}, {len(skipped)} skipped (mismatched names or shapes)"
     return notes
 
 

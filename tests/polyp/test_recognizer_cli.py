@@ -82,3 +82,21 @@ def test_clear_errors(synth_root, tmp_path, capsys):
     torch.save({"x": torch.zeros(1)}, bad)
     assert main(["polyp", "train", "--data", str(synth_root / "polyp"), "--epochs", "1", "--pretrained", str(bad), "--out", str(tmp_path / "r2")]) == 2
     assert "not a checkpoint of `fastmed polyp pretrain`" in capsys.readouterr().err
+
+
+def test_pretrained_loads_the_encoder_but_not_the_head(tmp_path):
+    import torch
+
+    from fastmed.cfg.polyp import PolypTrainConfig
+    from fastmed.engine.checkpoint import make_checkpoint, save_checkpoint
+    from fastmed.nets.registry import create_model
+    from fastmed.polyp.train import _init_weights
+
+    source = create_model("resnet18", num_classes=3)
+    path = save_checkpoint(tmp_path / "pre.pt", make_checkpoint(source, task="polyp", kind="pretrained-encoder", arch="resnet18",
+                                                                 arch_kwargs={"num_classes": 3}))
+    target = create_model("resnet18", num_classes=3)
+    notes = _init_weights(target, PolypTrainConfig(data="unused", arch="resnet18", pretrained=str(path)))
+    assert torch.equal(target.conv1.weight, source.conv1.weight)
+    assert not torch.equal(target.fc.weight, source.fc.weight)
+    assert "tensors loaded" in notes["pretrained"]
