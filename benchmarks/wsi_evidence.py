@@ -105,6 +105,15 @@ def epoch_timing(slides: list[SlideBag], repeats: int) -> list[dict]:
     return rows
 
 
+def save_preview(src: Path, dst: Path, width: int = 1536) -> None:
+    """A downscaled copy of an overview PNG (the full-size one is megabytes; results stay small)."""
+    from PIL import Image
+
+    with Image.open(src) as im:
+        im.thumbnail((width, width), Image.LANCZOS)
+        im.save(dst, optimize=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer slides, seeds and epochs")
@@ -166,7 +175,7 @@ def main() -> None:
     heat.mkdir(exist_ok=True)
     render_slide(example, predict_bags(task.model, [example], torch.device("cpu"))[0], heat, None, None, 1024, 0.5, 0.5)
     RESULTS.mkdir(exist_ok=True)
-    shutil.copy(heat / f"{example.slide_id}_overview.png", RESULTS / "wsi_heatmap_example.png")
+    save_preview(heat / f"{example.slide_id}_overview.png", RESULTS / "wsi_heatmap_example.png")
     (RESULTS / "wsi_evidence.json").write_text(json.dumps(res, indent=2) + "\n")
     (RESULTS / "wsi_evidence.md").write_text(render_md(res))
     print(f"wrote {RESULTS / 'wsi_evidence.json'} and .md; work folder {work}")
