@@ -37,10 +37,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def make_video(path: Path, folder: Path, frames: int, side: int = 256) -> Path:
     from PIL import Image
 
-    from fastmed.export.preprocess import list_image_files, read_images
+    from fastmed.data.images import list_images
+    from fastmed.export.preprocess import read_images
     from fastmed.export.video import VideoWriter
 
-    images, _ = read_images(list_image_files(folder))
+    images, _ = read_images(list_images(folder))
     writer = VideoWriter(path, fps=30)
     for i in range(frames):
         writer.write(np.asarray(Image.fromarray(images[i % len(images)]).resize((side, side), Image.BILINEAR)))

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 from pathlib import Path
 
 from fastmed.engine.atomic import atomic_write_json, atomic_write_text
-from fastmed.errors import FastmedError
 
 
 def run_export(cfg) -> int:
@@ -52,11 +50,9 @@ def run_predict(cfg) -> int:
 
 
 def _predict_images(predictor, source: Path, batch_size: int, run: Path) -> int:
-    from fastmed.export.preprocess import list_image_files
+    from fastmed.data.images import list_images
 
-    files = list_image_files(source)
-    if not files:
-        raise FastmedError(f"no images found under {source}")
+    files = list_images(source)  # raises DataError when there is none
     done, probs, skipped = predictor.predict_files(files, batch_size=batch_size)
     names = predictor.class_names
     rows = [{"path": str(path), "class": names[int(p.argmax())], "prob": float(p.max()),

@@ -24,7 +24,8 @@ import numpy as np
 from fastmed.errors import ConfigError, FastmedError
 from fastmed.export.evaluate import Parity, compare_probs, evaluate_folder
 from fastmed.export.metadata import ModelMetadata, metadata_from_checkpoint
-from fastmed.export.preprocess import list_image_files, prepare_batch, random_images, read_images, softmax
+from fastmed.data.images import list_images
+from fastmed.export.preprocess import prepare_batch, random_images, read_images, softmax
 
 FORMATS = ("onnx", "onnx-int8", "ort", "tensorrt")
 SUFFIXES = {"onnx": ".onnx", "onnx-int8": ".int8.onnx", "ort": ".ort", "tensorrt": ".engine"}
@@ -76,7 +77,7 @@ def _load_source(weights: str | os.PathLike, data: str | None, calib: str | None
     meta = metadata_from_checkpoint(ckpt, weights)
     for folder in (data, calib):
         if folder:
-            images, _ = read_images(_spread(list_image_files(folder), n_check))
+            images, _ = read_images(_spread(list_images(folder), n_check))
             if images:
                 return _Source(model, meta, images, f"{len(images)} images from {folder}")
     return _Source(model, meta, random_images(n_check, meta.input_size, seed), f"{n_check} random images (no --data/--calib)")
@@ -207,7 +208,7 @@ def _export_int8(src: _Source, out: Path, calib: str, data: str | None, n_calib:
         fp32_path = out.with_name(out.name.removesuffix(".onnx").removesuffix(".int8") + ".fp32.onnx")
         fp32 = export_onnx(src.model, src.meta, fp32_path, uint8_input=uint8_input, **onnx_kw)
         check_parity(src, fp32, PARITY_TOL["fp32"])
-    calib_imgs, skipped = read_images(_spread(list_image_files(calib), n_calib))
+    calib_imgs, skipped = read_images(_spread(list_images(calib), n_calib))
     if not calib_imgs:
         raise FastmedError(f"--calib {calib}: no readable images")
     print(f"[export] calibrating int8 on {len(calib_imgs)} images from {calib}" + (f" ({len(skipped)} unreadable skipped)" if skipped else ""))

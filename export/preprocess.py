@@ -76,19 +76,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def list_image_files(root: str | os.PathLike, limit: int | None = None) -> list[Path]:
-    """Image files under ``root`` (recursive, sorted by path); the first ``limit`` when given."""
-    from fastmed.data.images import is_image_file
-
-    root = Path(root)
-    if root.is_file():
-        return [root]
-    if not root.is_dir():
-        raise FastmedError(f"image folder not found: {root}")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
-    return files[:limit] if limit else files
-
-
 def read_images(paths: Sequence[str | os.PathLike]) -> tuple[list[np.ndarray], list[tuple[Path, str]]]:
     """Read ``paths`` as RGB uint8; unreadable files are skipped and returned as ``(path, reason)``."""
     from fastmed.data.images import read_image

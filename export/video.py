@@ -61,9 +61,9 @@ def video_frames(path: str | os.PathLike) -> Iterator[Frame]:
 def folder_frames(folder: str | os.PathLike) -> Iterator[Frame]:
     """Images of a folder in name order as frames; an unreadable file yields its exception."""
     from fastmed.data.images import read_image
-    from fastmed.export.preprocess import list_image_files
+    from fastmed.data.images import list_images
 
-    for index, path in enumerate(list_image_files(folder)):
+    for index, path in enumerate(list_images(folder)):
         try:
             yield index, read_image(path)
         except FastmedError as exc:

@@ -54,3 +54,21 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.ascontiguousarray(array)).save(path)
     return path
+
+
+def list_images(source: str | os.PathLike) -> list[Path]:
+    """Images named by ``source``: one image file, a folder (recursive) or a ``.txt`` list of paths."""
+    source = Path(source)
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.is_file() and is_image_file(p))
+    elif source.suffix.lower() == ".txt" and source.is_file():
+        base = source.parent
+        lines = [ln.strip() for ln in source.read_text(encoding="utf-8").splitlines()]
+        files = [(Path(ln) if Path(ln).is_absolute() else base / ln) for ln in lines if ln and not ln.startswith("#")]
+    elif source.is_file():
+        files = [source]
+    else:
+        raise DataError(f"source not found: {source}")
+    if not files:
+        raise DataError(f"no images found in {source}")
+    return files

@@ -125,26 +125,6 @@ class ClassifierTask:
         return plot_confusion(self.last_confusion, self.class_names, path, title)
 
 
-def list_images(source: str | os.PathLike) -> list[Path]:
-    """Images named by ``source``: one image file, a folder (recursive) or a ``.txt`` list of paths."""
-    from fastmed.data.images import is_image_file
-
-    source = Path(source)
-    if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file() and is_image_file(p))
-    elif source.suffix.lower() == ".txt" and source.is_file():
-        base = source.parent
-        lines = [ln.strip() for ln in source.read_text(encoding="utf-8").splitlines()]
-        files = [(Path(ln) if Path(ln).is_absolute() else base / ln) for ln in lines if ln and not ln.startswith("#")]
-    elif source.is_file():
-        files = [source]
-    else:
-        raise DataError(f"source not found: {source}")
-    if not files:
-        raise DataError(f"no images found in {source}")
-    return files
-
-
 @torch.no_grad()
 def predict_paths(model: torch.nn.Module, ckpt: dict[str, Any], paths: Sequence[Path], device: torch.device, batch_size: int = 64) -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:
     """Class probabilities for image files with a classifier checkpoint's preprocessing.

@@ -29,7 +29,6 @@ train state for ``--resume``), ``metrics.jsonl``, ``curves.png`` and
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastmed.cfg.polyp import PolypPredictConfig
 from fastmed.data.folders import format_skipped
-from fastmed.engine.classify import list_images
+from fastmed.data.images import list_images
 from fastmed.engine.run_dir import new_run_dir
 from fastmed.errors import FastmedError
 

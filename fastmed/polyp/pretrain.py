@@ -30,7 +30,7 @@ from torch import nn
 from fastmed.cfg.polyp import PolypPretrainConfig
 from fastmed.data.folders import format_skipped
 from fastmed.engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD, make_checkpoint
-from fastmed.engine.classify import list_images
+from fastmed.data.images import list_images
 from fastmed.engine.device import autocast, select_device
 from fastmed.engine.fit import FitLoop
 from fastmed.engine.plots import save_image_grid

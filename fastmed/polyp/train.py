@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from fastmed.cfg.polyp import PolypTrainConfig
 from fastmed.data.folders import format_skipped, load_classification_splits, scan_class_folders

@@ -5,12 +5,13 @@ from PIL import Image
 
 from fastmed.errors import FastmedError
 from fastmed.export import Predictor
-from fastmed.export.preprocess import list_image_files, read_images
+from fastmed.data.images import list_images
+from fastmed.export.preprocess import read_images
 
 
 @pytest.fixture(scope="module")
 def val_files(polyp_dir):
-    return list_image_files(polyp_dir / "val")[:6]
+    return list_images(polyp_dir / "val")[:6]
 
 
 def test_pt_and_onnx_agree_on_paths(mobilenet_ckpt, mobilenet_onnx, val_files):

@@ -35,9 +35,9 @@ def test_int8_result_reports_accuracy_change(mobilenet_int8):
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_int8_predictor_batches_agree_with_fp32(mobilenet_int8, mobilenet_onnx, polyp_dir, batch):
-    from fastmed.export.preprocess import list_image_files
+    from fastmed.data.images import list_images
 
-    files = list_image_files(polyp_dir / "val")[:batch]
+    files = list_images(polyp_dir / "val")[:batch]
     p8, p32 = Predictor(mobilenet_int8.path).predict(files), Predictor(mobilenet_onnx).predict(files)
     assert p8.shape == (batch, 3)
     assert np.abs(p8 - p32).max() < 0.2
@@ -53,9 +53,10 @@ def test_depthwise_nodes_found_only_in_mobilenet(mobilenet_onnx, resnet_ckpt, tm
 
 def test_fallback_moves_on_until_within_bound(mobilenet_onnx, polyp_dir, tmp_path):
     from fastmed.export.metadata import read_onnx_metadata
-    from fastmed.export.preprocess import list_image_files, read_images
+    from fastmed.data.images import list_images
+    from fastmed.export.preprocess import read_images
 
-    images, _ = read_images(list_image_files(polyp_dir / "train")[:8])
+    images, _ = read_images(list_images(polyp_dir / "train")[:8])
     drops = iter([5.0, 4.0, 3.0, 0.5])  # the first three plans "break", per-tensor is fine
     res = quantize_with_fallback(mobilenet_onnx, tmp_path / "q.onnx", images, read_onnx_metadata(mobilenet_onnx),
                                  lambda p: (next(drops), 0.9, None), max_drop=1.0)

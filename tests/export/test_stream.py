@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from fastmed.export import Predictor
-from fastmed.export.preprocess import list_image_files, read_images
+from fastmed.data.images import list_images
+from fastmed.export.preprocess import read_images
 from fastmed.export.stream import percentiles_ms, stream_predict
 
 
@@ -18,7 +19,7 @@ def test_video_stream_with_annotated_output(predictor, polyp_dir, tmp_path):
     av = pytest.importorskip("av")
     from fastmed.export.video import VideoWriter
 
-    images, _ = read_images(list_image_files(polyp_dir / "val")[:5])
+    images, _ = read_images(list_images(polyp_dir / "val")[:5])
     writer = VideoWriter(tmp_path / "clip.mp4", fps=10)
     for i in range(20):
         writer.write(images[i % 5])
@@ -37,7 +38,7 @@ def test_video_stream_with_annotated_output(predictor, polyp_dir, tmp_path):
 def test_image_sequence_counts_and_skips_a_bad_frame(predictor, polyp_dir, tmp_path):
     seq = tmp_path / "seq"
     seq.mkdir()
-    for i, f in enumerate(list_image_files(polyp_dir / "val")[:6]):
+    for i, f in enumerate(list_images(polyp_dir / "val")[:6]):
         shutil.copy(f, seq / f"frame_{i:03d}.png")
     (seq / "frame_003.png").write_bytes(b"not a png")
     rep = stream_predict(predictor, seq, queue_size=1)

@@ -47,9 +47,9 @@ def test_engine_matches_pytorch(mobilenet_ckpt, polyp_dir, tmp_path, precision):
     assert (tmp_path / f"m.{precision}.engine.json").is_file()
     assert any(f.name.endswith(".timing.cache") for f in res.files)
     engine, ref = Predictor(res.path), Predictor(mobilenet_ckpt)
-    from fastmed.export.preprocess import list_image_files
+    from fastmed.data.images import list_images
 
-    files = list_image_files(polyp_dir / "val")[:8]
+    files = list_images(polyp_dir / "val")[:8]
     for batch in (1, 8):
         diff = np.abs(engine.predict(files[:batch]) - ref.predict(files[:batch])).max()
         assert diff < (1e-2 if precision == "fp16" else 0.1)

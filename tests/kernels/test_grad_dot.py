@@ -1,7 +1,6 @@
 """per_sample_grad_dot vs torch.func (vmap of grad), the ground truth; Triton contraction vs reference."""
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch

@@ -1,7 +1,6 @@
 """GeoJSON contours, rasterization and the contour training dataset."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
