@@ -1,6 +1,6 @@
 """Custom kernels for fastmed's hot spots (installed as ``fastmed.kernels``).
 
-Every op has three layers (see DESIGN §3): a readable PyTorch/NumPy
+Every op has three layers (see docs/ARCHITECTURE.md §6): a readable PyTorch/NumPy
 ``reference``, a private Triton (or Numba) implementation, and the public
 function below, which validates its inputs and dispatches with
 ``backend="auto"`` (Triton for CUDA tensors, the reference otherwise).
