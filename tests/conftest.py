@@ -17,7 +17,8 @@ import torch  # noqa: E402
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# FASTMED_TEST_THREADS lets a stability run vary the intra-op thread count (results must not depend on it)
+torch.set_num_threads(int(os.environ.get("FASTMED_TEST_THREADS", max(1, min(2, os.cpu_count() or 1)))))
 
 
 @pytest.fixture(autouse=True)
