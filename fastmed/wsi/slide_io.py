@@ -124,14 +124,6 @@ def _on_white(rgba):
     return rgb
 
 
-def thumbnail_level(slide, max_side: int) -> int:
-    """The highest-resolution level whose larger side is at most ``max_side`` (else the lowest level)."""
-    for level, (w, h) in enumerate(slide.level_dimensions):
-        if max(w, h) <= max_side:
-            return level
-    return slide.level_count - 1
-
-
 def level_for_downsample(slide, downsample: float) -> int:
     """``get_best_level_for_downsample`` clamped to valid levels."""
     return int(min(max(slide.get_best_level_for_downsample(downsample), 0), slide.level_count - 1))

@@ -26,9 +26,6 @@ from fastmed.wsi.bags import BagBatch, SlideBag, collate, load_bags, read_labels
 from fastmed.wsi.losses import attention_patch_loss, bag_loss, patch_loss, topk_instance_loss
 from fastmed.wsi.metrics import binary_metrics, roc_auc
 
-LOSS_NAMES = ("patch", "bag", "topk", "attn")
-
-
 def mil_losses(out: dict[str, torch.Tensor], batch: BagBatch, weights: dict[str, float], top_k: int,
                patch_samples: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """The weighted losses of one ragged batch; ``total`` is their sum. Zero-weight terms are skipped."""
