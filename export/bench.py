@@ -244,7 +244,6 @@ def _validate(row: BenchRow, parity_tol: float, int8) -> None:
 _NAMES = {"pytorch": "PyTorch eager", "onnx": "ONNX Runtime fp32", "onnx-int8": "ONNX Runtime int8",
           "tensorrt-fp16": "TensorRT fp16", "tensorrt-int8": "TensorRT int8"}
 _SUFFIX = {"onnx": ".onnx", "onnx-int8": ".int8.onnx", "tensorrt-fp16": ".fp16.engine", "tensorrt-int8": ".int8.engine"}
-BENCH_FORMATS = tuple(_NAMES)
 
 
 def _f(v: float | None, spec: str) -> str:

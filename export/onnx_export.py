@@ -16,7 +16,6 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fastmed.errors import FastmedError
@@ -130,11 +129,3 @@ def onnx_batch_dim(path: str | os.PathLike) -> int | str:
     dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
     return dim.dim_param or int(dim.dim_value)
 
-
-def example_input(meta: ModelMetadata, batch: int, seed: int = 0) -> np.ndarray:
-    """A random input of the artifact's layout (for smoke runs and timing)."""
-    rng = np.random.default_rng(seed)
-    h, w = meta.input_size
-    if meta.input_format == UINT8_NHWC:
-        return rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
-    return rng.standard_normal((batch, 3, h, w), dtype=np.float32)
