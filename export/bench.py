@@ -215,6 +215,9 @@ def _bench_rows(weights: Path, out_dir: Path, src, data, calib, formats, batch, 
         result.failures = [f"{r.name}: accuracy {r.accuracy:.4f} < {min_metric}" for r in rows
                            if r.accuracy is not None and r.accuracy < min_metric]
         result.failures += [f"{r.name}: {r.status}" for r in rows if r.status in (EXPORT_FAILED, VALIDATION_FAILED)]
+        if not any(r.accuracy is not None for r in rows):  # a floor that nothing was held to is not passed
+            result.failures.append(f"no row measured an accuracy on {data} (rows: "
+                                   + ", ".join(f"{r.name} {r.status}" for r in rows) + ")")
     return result
 
 

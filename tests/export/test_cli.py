@@ -67,3 +67,14 @@ def test_polyp_predict_takes_an_onnx_export(mobilenet_onnx, mobilenet_ckpt, poly
         assert main(["polyp", "predict", "--weights", str(weights), "--source", str(polyp_dir / "val"), "--save", str(out)]) == 0
         outs.append(list(csv.DictReader(open(out))))
     assert [r["pred"] for r in outs[0]] == [r["pred"] for r in outs[1]] and len(outs[0]) == 18
+
+
+def test_bench_min_metric_fails_when_no_row_was_measured(mobilenet_ckpt, polyp_dir, tmp_path, capsys):
+    """Every row skipped (int8 without --calib, TensorRT without a GPU): a floor nothing was held to fails."""
+    run = tmp_path / "bench"
+    assert main(["bench", "--weights", str(mobilenet_ckpt), "--data", str(polyp_dir / "val"), "--formats", "onnx-int8,tensorrt-fp16",
+                 "--min-metric", "0.0", "--out", str(run)]) == 1
+    result = json.loads((run / "bench.json").read_text())
+    assert {r["status"] for r in result["rows"]} == {"skipped"}
+    assert any("no row measured" in f for f in result["failures"])
+    assert "no row measured an accuracy" in capsys.readouterr().out
