@@ -9,11 +9,14 @@ import pytest
 
 from fastmed.cli import main
 
+EPOCHS = 5
+
 
 @pytest.fixture(scope="module")
 def trained(synth_root, tmp_path_factory):
+    """ResNet-18, 5 epochs (~7 s): enough to learn the tiny set (mobilenet_v3_small at 32 px stayed near chance)."""
     out = tmp_path_factory.mktemp("polyp_run")
-    args = ["polyp", "train", "--data", str(synth_root / "polyp"), "--arch", "mobilenet_v3_small", "--epochs", "1",
+    args = ["polyp", "train", "--data", str(synth_root / "polyp"), "--arch", "resnet18", "--epochs", str(EPOCHS),
             "--batch-size", "16", "--image-size", "32", "--out", str(out), "--progress", "false"]
     assert main(args) == 0
     return out
@@ -23,17 +26,19 @@ def test_train_writes_a_complete_run(trained):
     for name in ("config.yaml", "metrics.jsonl", "curves.png", "confusion_matrix.png", "summary.json", "weights/best.pt", "weights/last.pt"):
         assert (trained / name).exists(), name
     summary = json.loads((trained / "summary.json").read_text())
-    assert 0 <= summary["val_macro_f1"] <= 1
+    # chance is 1/3 (3 balanced classes); seeds 0-6 gave a best-epoch macro-F1 of 0.77-1.0, one epoch of
+    # mobilenet_v3_small 0.27: a method that does not learn stays far below 0.6
+    assert summary["val_macro_f1"] >= 0.6
 
 
 def test_resume_continues_to_more_epochs(trained, synth_root, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
-    args = ["polyp", "train", "--data", str(synth_root / "polyp"), "--arch", "mobilenet_v3_small", "--epochs", "2",
+    args = ["polyp", "train", "--data", str(synth_root / "polyp"), "--arch", "resnet18", "--epochs", str(EPOCHS + 1),
             "--batch-size", "16", "--image-size", "32", "--out", str(run), "--resume", "--progress", "false"]
     assert main(args) == 0
     epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [1, 2]
+    assert epochs == list(range(1, EPOCHS + 2))
 
 
 def test_predict_skips_corrupt_images_and_writes_json(trained, synth_root, tmp_path, capsys):
@@ -60,14 +65,15 @@ def test_predict_csv_from_a_list_file(trained, synth_root, tmp_path):
 
 
 def test_extra_data_and_weights_init(trained, synth_root, tmp_path, capsys):
-    args = ["polyp", "train", "--data", str(synth_root / "polyp"), "--arch", "mobilenet_v3_small", "--epochs", "1",
+    args = ["polyp", "train", "--data", str(synth_root / "polyp"), "--arch", "resnet18", "--epochs", "1",
             "--batch-size", "16", "--image-size", "32", "--out", str(tmp_path / "r"), "--progress", "false",
             "--extra-data", str(synth_root / "polyp" / "test"), "--weights-init", str(trained / "weights" / "best.pt")]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "extra data" in out and "tensors loaded" in out
-    train_n = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert train_n["val_macro_f1"] is not None
+    n_train, n_extra = (len(list((synth_root / "polyp" / split).rglob("*.png"))) for split in ("train", "test"))
+    assert f"extra data {synth_root / 'polyp' / 'test'}: {n_extra} images" in out
+    assert f"on {n_train + n_extra} images" in out  # the extra images joined the training set
+    assert "tensors loaded" in out and " 0 skipped" in out  # same arch: every tensor of the checkpoint arrived
 
 
 def test_clear_errors(synth_root, tmp_path, capsys):
