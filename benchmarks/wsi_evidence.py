@@ -34,6 +34,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from fastmed.data.split import stratified_split
 from fastmed.data.synthetic.slides import make_slides
 from fastmed.wsi.bags import SlideBag, load_bags, read_labels
 from fastmed.wsi.features import extract_features
@@ -71,11 +72,9 @@ def fit(train: list[SlideBag], cfg: SimpleNamespace) -> tuple[WsiTrainTask, list
 
 
 def split(bags: list[SlideBag], n_test: int) -> tuple[list[SlideBag], list[SlideBag]]:
-    """Deterministic split keeping both classes in the test set."""
-    by = sorted(bags, key=lambda b: b.slide_id)
-    test = [b for b in by if b.label == 1][: n_test // 2] + [b for b in by if b.label == 0][: n_test - n_test // 2]
-    ids = {b.slide_id for b in test}
-    return [b for b in by if b.slide_id not in ids], test
+    """Train and test slides by the package's stratified split (seed 0; about ``n_test`` test slides, both classes)."""
+    train, test = stratified_split([b.label for b in bags], n_test / len(bags), seed=0)
+    return [bags[i] for i in train], [bags[i] for i in test]
 
 
 def random_bags(n: int, dim: int, seed: int) -> list[SlideBag]:

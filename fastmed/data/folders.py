@@ -11,7 +11,6 @@ no readable image, or a dataset with fewer than two classes, is an error.
 from __future__ import annotations
 
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,6 +20,7 @@ import torch
 from PIL import Image
 
 from fastmed.data.images import is_image_file, read_image
+from fastmed.data.split import stratified_split
 from fastmed.errors import DataError
 
 Sample = tuple[Path, int]  # (image path, class index)
@@ -106,34 +106,21 @@ def load_classification_splits(data: str | os.PathLike, val_fraction: float = 0.
             va = scan_class_folders(data / "val", tr.class_names)
             splits = ClassificationSplits(tr.samples, va.samples, tr.class_names, tr.skipped + va.skipped)
         else:
-            t, v = stratified_split(tr.samples, val_fraction, seed)
-            splits = ClassificationSplits(t, v, tr.class_names, tr.skipped)
+            splits = ClassificationSplits(*_split_samples(tr.samples, val_fraction, seed), tr.class_names, tr.skipped)
     else:
         scan = scan_class_folders(data)
-        t, v = stratified_split(scan.samples, val_fraction, seed)
-        splits = ClassificationSplits(t, v, scan.class_names, scan.skipped)
+        splits = ClassificationSplits(*_split_samples(scan.samples, val_fraction, seed), scan.class_names, scan.skipped)
     if len(splits.class_names) < 2:
         raise DataError(f"{data}: a classifier needs at least 2 classes, found {splits.class_names}")
     return splits
 
 
-def stratified_split(samples: Sequence[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Split per class so every class with ≥2 images has at least one in each part."""
+def _split_samples(samples: Sequence[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """``fastmed.data.split.stratified_split`` of the samples by class (a flat layout needs a validation part)."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    rng = random.Random(seed)
-    by_class: dict[int, list[Sample]] = {}
-    for s in samples:
-        by_class.setdefault(s[1], []).append(s)
-    train: list[Sample] = []
-    val: list[Sample] = []
-    for cls in sorted(by_class):
-        items = by_class[cls][:]
-        rng.shuffle(items)
-        n_val = min(len(items) - 1, max(1, round(len(items) * val_fraction))) if len(items) > 1 else 0
-        val += items[:n_val]
-        train += items[n_val:]
-    return train, val
+    train, val = stratified_split([y for _, y in samples], val_fraction, seed)
+    return [samples[i] for i in train], [samples[i] for i in val]
 
 
 class ClassFolderDataset(torch.utils.data.Dataset):

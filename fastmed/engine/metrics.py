@@ -1,4 +1,4 @@
-"""Classification metrics on integer labels (NumPy; no scikit-learn needed)."""
+"""Classification metrics on integer labels, and the one ROC AUC of the package (NumPy; no scikit-learn needed)."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,3 +24,22 @@ def accuracy(cm: np.ndarray) -> float:
     """Fraction of correct predictions (0 when there are none)."""
     total = cm.sum()
     return float(np.trace(cm) / total) if total else 0.0
+
+
+def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve of ``score (n,)`` for the binary labels ``y (n,)`` (nonzero = positive).
+
+    Mann-Whitney U: the probability that a random positive scores above a
+    random negative, ties counting one half (mid-ranks). NaN when ``y`` has
+    only one class (the AUC is undefined then).
+    """
+    y = np.asarray(y).astype(bool).ravel()
+    score = np.asarray(score, dtype=np.float64).ravel()
+    if len(y) != len(score):
+        raise ValueError(f"roc_auc: {len(y)} labels but {len(score)} scores")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2)[inverse]  # 1-based mid-ranks (ties share the mean rank)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

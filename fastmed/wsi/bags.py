@@ -98,19 +98,3 @@ def collate(bags: list[SlideBag], max_patches: int | None = None, generator: tor
         pls.append(bag.patch_labels if idx is None else bag.patch_labels[idx])
         lengths.append(len(xs[-1]))
     return BagBatch(torch.cat(xs), bag_offsets(lengths), torch.tensor([b.label for b in bags]), torch.cat(pls), [b.slide_id for b in bags])
-
-
-def stratified_split(bags: list[SlideBag], val_fraction: float, seed: int) -> tuple[list[SlideBag], list[SlideBag]]:
-    """Split bags into train/val keeping the class ratio (at least one val slide per class when possible)."""
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for cls in (0, 1):
-        group = [b for b in bags if b.label == cls]
-        rng.shuffle(group)
-        n_val = int(round(len(group) * val_fraction))
-        if val_fraction > 0 and len(group) >= 2:
-            n_val = max(1, n_val)
-        n_val = min(n_val, len(group) - 1) if len(group) > 1 else 0
-        val += group[:n_val]
-        train += group[n_val:]
-    return train, val

@@ -15,16 +15,18 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from fastmed.data.split import stratified_split
 from fastmed.engine.checkpoint import make_checkpoint
 from fastmed.engine.device import autocast, select_device
 from fastmed.engine.fit import FitLoop
+from fastmed.engine.metrics import roc_auc
 from fastmed.engine.run_dir import RunDir, new_run_dir
 from fastmed.engine.seed import seed_everything
 from fastmed.errors import DataError
 from fastmed.nets.mil import AttentionMIL
-from fastmed.wsi.bags import BagBatch, SlideBag, collate, load_bags, read_labels, stratified_split
+from fastmed.wsi.bags import BagBatch, SlideBag, collate, load_bags, read_labels
 from fastmed.wsi.losses import attention_patch_loss, bag_loss, patch_loss, topk_instance_loss
-from fastmed.wsi.metrics import binary_metrics, roc_auc
+from fastmed.wsi.metrics import binary_metrics
 
 def mil_losses(out: dict[str, torch.Tensor], batch: BagBatch, weights: dict[str, float], top_k: int,
                patch_samples: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -152,7 +154,8 @@ def prepare(cfg) -> tuple[list[SlideBag], list[SlideBag], dict[str, Any]]:
     classes = sorted({b.label for b in bags})
     if classes != [0, 1]:
         raise DataError(f"training needs slides of both classes ({cfg.positive!r} and others); found labels {classes} in {cfg.labels}")
-    train, val = stratified_split(bags, cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = stratified_split([b.label for b in bags], cfg.val_fraction, cfg.seed)
+    train, val = [bags[i] for i in train_idx], [bags[i] for i in val_idx]
     negatives = sorted({v for v in labels.values() if v != cfg.positive})
     a = bags[0].attrs
     meta = {

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from fastmed.engine.metrics import roc_auc
 from fastmed.kernels.mil_pool import bag_offsets
 from fastmed.nets.mil import AttentionMIL
 from fastmed.nets.registry import create_model
-from fastmed.wsi.metrics import binary_metrics, roc_auc
+from fastmed.wsi.metrics import binary_metrics
 
 
 @pytest.mark.parametrize("normalize", ["sigmoid", "softmax"])

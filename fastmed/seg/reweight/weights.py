@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastmed.engine.metrics import roc_auc
 from fastmed.kernels import per_sample_grad_dot
 
 
@@ -76,8 +77,4 @@ def separation_auc(gamma: np.ndarray, wrong: np.ndarray) -> float:
 
     1.0: every wrong mask has a lower weight than every right one; 0.5: chance.
     """
-    gamma, wrong = np.asarray(gamma, float), np.asarray(wrong).astype(bool)
-    if wrong.all() or not wrong.any():
-        return float("nan")
-    g_wrong, g_right = gamma[wrong][:, None], gamma[~wrong][None, :]
-    return float(((g_wrong < g_right).sum() + 0.5 * (g_wrong == g_right).sum()) / (g_wrong.size * g_right.size))
+    return roc_auc(wrong, -np.asarray(gamma, float))  # a lower weight is a higher "wrong" score
