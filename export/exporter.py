@@ -24,6 +24,7 @@ import numpy as np
 from fastmed.errors import ConfigError, FastmedError
 from fastmed.export.evaluate import Parity, compare_probs, evaluate_folder
 from fastmed.export.metadata import ModelMetadata, metadata_from_checkpoint
+from fastmed.export.outputs import check_output_suffix, check_outputs
 from fastmed.data.images import list_images
 from fastmed.export.preprocess import prepare_batch, random_images, read_images, softmax
 
@@ -68,6 +69,42 @@ def default_output(weights: str | os.PathLike, fmt: str) -> Path:
     """``best.pt`` → ``best.onnx`` / ``best.int8.onnx`` / ``best.ort`` / ``best.engine``."""
     w = Path(weights)
     return w.with_name(w.stem + SUFFIXES[fmt])
+
+
+def _fp32_path(int8_onnx: Path) -> Path:
+    """``m.int8.onnx`` → ``m.fp32.onnx``: the graph an int8 export quantizes."""
+    return int8_onnx.with_name(int8_onnx.name.removesuffix(".onnx").removesuffix(".int8") + ".fp32.onnx")
+
+
+@dataclass
+class _Plan:
+    """Every file exporting one format to ``out`` writes (checked by ``outputs.check_outputs`` first)."""
+
+    out: Path
+    graph: Path | None = None      # the ONNX graph a non-onnx format is built from (ort, tensorrt)
+    fp32: Path | None = None       # the fp32 graph an int8 export quantizes (None with --from-onnx)
+    companions: list[Path] = field(default_factory=list)  # sidecar, operator config, timing cache
+
+    @property
+    def models(self) -> list[Path]:
+        return [p for p in (self.out, self.graph, self.fp32) if p is not None]
+
+
+def _plan(fmt: str, out: Path, precision: str, from_onnx, timing_cache) -> _Plan:
+    from fastmed.export.metadata import sidecar_path
+    from fastmed.export.ort_format import OPS_CONFIG
+
+    if fmt == "onnx":
+        return _Plan(out)
+    if fmt == "ort":
+        return _Plan(out, out.with_suffix(".onnx"), None, [sidecar_path(out), out.with_name(f"{out.stem}.{OPS_CONFIG}")])
+    int8 = fmt == "onnx-int8" or precision == "int8"
+    graph = None if fmt == "onnx-int8" else out.with_suffix(f".{precision}.onnx")
+    fp32 = _fp32_path(graph or out) if int8 and not from_onnx else None
+    if fmt == "onnx-int8":
+        return _Plan(out, None, fp32)
+    cache = Path(timing_cache) if timing_cache else out.with_name(out.name + ".timing.cache")
+    return _Plan(out, graph, fp32, [sidecar_path(out), cache])
 
 
 def _load_source(weights: str | os.PathLike, data: str | None, calib: str | None, n_check: int, seed: int) -> _Source:
@@ -153,6 +190,9 @@ def export(
     if int8 and not calib:
         raise ConfigError(f"format {format} (int8) needs --calib DIR: images to calibrate activation ranges on")
     out = Path(out) if out else default_output(weights, format)
+    check_output_suffix(format, out)
+    plan = _plan(format, out, precision, from_onnx, timing_cache)
+    check_outputs([Path(weights), Path(from_onnx) if from_onnx else None], plan.models, plan.companions)
     t0 = time.perf_counter()
     src = _load_source(weights, data, calib, n_check=32, seed=seed)
     onnx_kw = dict(opset=opset, fixed_batch=fixed_batch, max_batch=max_batch, exporter=exporter)
@@ -164,7 +204,7 @@ def export(
         export_onnx(src.model, src.meta, out, uint8_input=uint8_input, **onnx_kw)
         parity = check_parity(src, out, PARITY_TOL["fp32"] if parity_tol is None else parity_tol)
     elif int8:
-        onnx_out = out if format == "onnx-int8" else out.with_suffix(".int8.onnx")
+        onnx_out = plan.graph or out
         result_int8, parity = _export_int8(src, onnx_out, calib, data, calib_images, per_channel, max_drop,
                                            uint8_input, onnx_kw, from_onnx)
         files += [result_int8.fp32_path] + ([onnx_out] if format == "tensorrt" else [])
@@ -172,13 +212,13 @@ def export(
         from fastmed.export.onnx_export import export_onnx
         from fastmed.export.ort_format import convert_to_ort
 
-        fp32 = export_onnx(src.model, src.meta, out.with_suffix(".onnx"), uint8_input=uint8_input, **onnx_kw)
+        fp32 = export_onnx(src.model, src.meta, plan.graph, uint8_input=uint8_input, **onnx_kw)
         files += [fp32, *convert_to_ort(fp32, out, src.meta)[1:]]
         parity = check_parity(src, out, PARITY_TOL["fp32"] if parity_tol is None else parity_tol)
     else:
         from fastmed.export.tensorrt_build import prepare_tensorrt_onnx
 
-        onnx_in = prepare_tensorrt_onnx(src.model, src.meta, out.with_suffix(f".{precision}.onnx"), precision, **onnx_kw)
+        onnx_in = prepare_tensorrt_onnx(src.model, src.meta, plan.graph, precision, **onnx_kw)
         parity = check_parity(src, onnx_in, PARITY_TOL.get(precision) if parity_tol is None else parity_tol)
         files.append(onnx_in)
     if format == "tensorrt":
@@ -205,8 +245,7 @@ def _export_int8(src: _Source, out: Path, calib: str, data: str | None, n_calib:
     if from_onnx:  # exported (and parity-checked) by the caller
         fp32 = Path(from_onnx)
     else:
-        fp32_path = out.with_name(out.name.removesuffix(".onnx").removesuffix(".int8") + ".fp32.onnx")
-        fp32 = export_onnx(src.model, src.meta, fp32_path, uint8_input=uint8_input, **onnx_kw)
+        fp32 = export_onnx(src.model, src.meta, _fp32_path(out), uint8_input=uint8_input, **onnx_kw)
         check_parity(src, fp32, PARITY_TOL["fp32"])
     calib_imgs, skipped = read_images(_spread(list_images(calib), n_calib))
     if not calib_imgs:

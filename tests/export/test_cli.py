@@ -78,3 +78,30 @@ def test_bench_min_metric_fails_when_no_row_was_measured(mobilenet_ckpt, polyp_d
     assert {r["status"] for r in result["rows"]} == {"skipped"}
     assert any("no row measured" in f for f in result["failures"])
     assert "no row measured an accuracy" in capsys.readouterr().out
+
+
+def test_export_refuses_to_write_over_its_input(mobilenet_ckpt, tmp_path, capsys):
+    ckpt = tmp_path / "X.pt"
+    ckpt.write_bytes(mobilenet_ckpt.read_bytes())
+    before = ckpt.read_bytes()
+    assert main(["export", "--weights", str(ckpt), "--out", str(ckpt), "--exporter", "torchscript"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and ".onnx" in err
+    link = tmp_path / "link.onnx"  # a symlink to the checkpoint has the right suffix but is the input
+    link.symlink_to(ckpt)
+    assert main(["export", "--weights", str(ckpt), "--out", str(link), "--exporter", "torchscript"]) == 2
+    assert "over its input" in capsys.readouterr().err
+    assert ckpt.read_bytes() == before
+
+
+def test_export_replaces_only_its_own_previous_exports(mobilenet_ckpt, mobilenet_onnx, tmp_path, capsys):
+    from fastmed.export.metadata import read_onnx_metadata
+
+    foreign = tmp_path / "foreign.onnx"
+    foreign.write_bytes(b"someone else's model")
+    assert main(["export", "--weights", str(mobilenet_ckpt), "--out", str(foreign), "--exporter", "torchscript"]) == 2
+    assert "not a fastmed export" in capsys.readouterr().err and foreign.read_bytes() == b"someone else's model"
+    previous = tmp_path / "previous.onnx"
+    previous.write_bytes(mobilenet_onnx.read_bytes())
+    assert main(["export", "--weights", str(mobilenet_ckpt), "--out", str(previous), "--exporter", "torchscript"]) == 0
+    assert read_onnx_metadata(previous).class_names
