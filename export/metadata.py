@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,16 @@ from fastmed.errors import FastmedError
 # input_format values: what the artifact's input tensor holds
 FLOAT_NCHW = "float32-nchw-normalized"  # (B, 3, H, W) float32, already normalized
 UINT8_NHWC = "uint8-nhwc"               # (B, H, W, 3) uint8 in channel_order; normalization is in the graph
+INPUT_FORMATS = (FLOAT_NCHW, UINT8_NHWC)
+CHANNEL_ORDERS = ("RGB", "BGR")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 @dataclass
@@ -60,19 +71,50 @@ class ModelMetadata:
 
     @classmethod
     def from_props(cls, props: dict[str, str], source: str = "model") -> "ModelMetadata":
-        """Inverse of :meth:`to_props`; raises ``FastmedError`` when fastmed keys are missing."""
+        """Inverse of :meth:`to_props`, validated; raises ``FastmedError`` naming ``source`` and the field."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name not in props:
                 continue
             raw = props[f.name]
-            out[f.name] = raw if f.type in ("str", str) else json.loads(raw)
+            try:
+                out[f.name] = raw if f.type in ("str", str) else json.loads(raw)
+            except (TypeError, ValueError) as exc:
+                raise FastmedError(f"{source}: fastmed metadata field {f.name!r} is not valid JSON ({exc})") from exc
         missing = [n for n in ("task", "kind", "class_names", "input_size") if n not in out]
         if missing:
-            raise FastmedError(f"{source} has no fastmed metadata ({', '.join(missing)} missing); "
-                               "export it with `fastmed export`")
+            raise FastmedError(f"{source} has no fastmed metadata ({', '.join(missing)} missing), so it is not a "
+                               "fastmed export; make one from a checkpoint with `fastmed export --weights best.pt`")
         out.setdefault("arch", "")
-        return cls(**out)
+        return cls(**out).validated(source)
+
+    def validated(self, source: str = "model") -> "ModelMetadata":
+        """``self`` when every field is usable; else ``FastmedError`` naming ``source`` and the field."""
+        def bad(name: str, why: str) -> FastmedError:
+            return FastmedError(f"{source}: fastmed metadata field {name!r} {why}, got {getattr(self, name)!r}")
+
+        for name in ("task", "kind", "arch", "channel_order", "input_format", "precision"):
+            if not isinstance(getattr(self, name), str):
+                raise bad(name, "must be a string")
+        names = self.class_names
+        if not isinstance(names, list) or not names or not all(isinstance(c, str) and c for c in names):
+            raise bad("class_names", "must be a non-empty list of non-empty strings")
+        if len(set(names)) != len(names):
+            raise bad("class_names", "has duplicates")
+        size = self.input_size
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
+            raise bad("input_size", "must be [height, width] with positive integers")
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if not (isinstance(v, list) and len(v) == 3 and all(_is_real(x) and math.isfinite(x) for x in v)):
+                raise bad(name, "must be 3 finite numbers (one per channel)")
+        if not all(x > 0 for x in self.std):
+            raise bad("std", "must be positive")
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise bad("channel_order", f"must be one of {', '.join(CHANNEL_ORDERS)}")
+        if self.input_format not in INPUT_FORMATS:
+            raise bad("input_format", f"must be one of {', '.join(INPUT_FORMATS)}")
+        return self
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -102,7 +144,7 @@ def metadata_from_checkpoint(ckpt: dict[str, Any], source_path: str | os.PathLik
         std=[float(v) for v in norm.get("std", [0.229, 0.224, 0.225])],
         fastmed_version=str(ckpt.get("fastmed_version", "")),
         source_sha256=file_sha256(source_path) if source_path else "",
-    )
+    ).validated(str(source_path or "checkpoint"))
 
 
 def sidecar_path(artifact: str | os.PathLike) -> Path:
@@ -117,11 +159,17 @@ def write_sidecar(artifact: str | os.PathLike, meta: ModelMetadata, extra: dict[
 
 
 def read_sidecar(artifact: str | os.PathLike) -> ModelMetadata:
-    """Metadata from the JSON sidecar of ``artifact``."""
+    """Metadata from the JSON sidecar of ``artifact`` (``.ort`` files and TensorRT engines), validated."""
     path = sidecar_path(artifact)
     if not path.is_file():
-        raise FastmedError(f"{artifact}: metadata sidecar {path} not found (it is written by `fastmed export`)")
-    data = json.loads(path.read_text(encoding="utf-8"))
+        raise FastmedError(f"{artifact} has no fastmed metadata: `fastmed export` writes it beside the file as "
+                           f"{path.name}, which is missing (copy it along, or export again)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise FastmedError(f"{path}: cannot read the fastmed metadata ({exc})") from exc
+    if not isinstance(data, dict):
+        raise FastmedError(f"{path}: fastmed metadata must be a JSON object, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(ModelMetadata)}
     props = {k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items() if k in names}
     return ModelMetadata.from_props(props, source=str(path))

@@ -20,7 +20,7 @@ import numpy as np
 from fastmed.errors import FastmedError
 from fastmed.export.metadata import ModelMetadata
 from fastmed.export.preprocess import ImageLike, prepare_batch, softmax, to_rgb_uint8
-from fastmed.export.runtimes import open_backend
+from fastmed.export.runtimes import check_output_classes, open_backend
 
 
 class Predictor:
@@ -51,7 +51,10 @@ class Predictor:
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Prepared batch → ``(N, C)`` probabilities (the compute-only step)."""
-        return softmax(self.backend.run(batch))
+        logits = self.backend.run(batch)
+        if logits.ndim != 2 or logits.shape[1] != len(self.class_names):
+            check_output_classes(self.path, logits.shape, self.meta)
+        return softmax(logits)
 
     def predict(self, images: ImageLike | Iterable[ImageLike], batch_size: int = 32) -> np.ndarray:
         """Probabilities ``(N, C)`` for images given as paths, ``(H, W, 3)`` / ``(N, H, W, 3)`` uint8 arrays or PIL images."""

@@ -40,6 +40,15 @@ class TorchBackend:
             return self.model(x).float().cpu().numpy()
 
 
+def check_output_classes(path: str | os.PathLike, shape, meta: ModelMetadata) -> None:
+    """Raise when an output shape ``(N, C)`` contradicts the metadata's class count (symbolic dims pass)."""
+    dims = list(shape)
+    classes = dims[1] if len(dims) == 2 else None
+    if len(dims) != 2 or (isinstance(classes, int) and classes != meta.num_classes):
+        raise FastmedError(f"{path}: the model outputs shape {tuple(dims)} but its fastmed metadata field "
+                           f"'class_names' lists {meta.num_classes} classes; re-export the checkpoint")
+
+
 def ort_providers(device: str = "auto") -> list[str]:
     """ONNX Runtime execution providers for ``device`` (CUDA first when asked and present)."""
     import onnxruntime as ort
@@ -55,8 +64,8 @@ def ort_providers(device: str = "auto") -> list[str]:
 class OrtBackend:
     """An ``.onnx`` or ``.ort`` file run by ONNX Runtime.
 
-    Metadata comes from the model's ``metadata_props`` or, when absent there,
-    from its JSON sidecar. ``threads`` sets intra-op threads (0 = ORT default).
+    Metadata comes from the model's ``metadata_props`` (``.onnx``) or, for an
+    ``.ort`` file without them, from the JSON sidecar export writes beside it. ``threads`` sets intra-op threads (0 = ORT default).
     """
 
     name = "onnxruntime"
@@ -76,8 +85,12 @@ class OrtBackend:
         except Exception as exc:  # ORT raises its own exception types for unreadable models
             raise FastmedError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         props = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.meta = ModelMetadata.from_props(props, str(path)) if "class_names" in props else read_sidecar(path)
+        if "class_names" not in props and Path(path).suffix.lower() == ".ort":
+            self.meta = read_sidecar(path)  # export writes .ort metadata beside the file
+        else:
+            self.meta = ModelMetadata.from_props(props, str(path))
         self.input_name = self.session.get_inputs()[0].name
+        check_output_classes(path, self.session.get_outputs()[0].shape, self.meta)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0].astype(np.float32, copy=False)

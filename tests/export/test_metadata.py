@@ -21,8 +21,9 @@ def test_props_round_trip_keeps_types():
 
 
 def test_missing_fastmed_keys_are_a_clear_error():
-    with pytest.raises(FastmedError, match="no fastmed metadata"):
+    with pytest.raises(FastmedError, match="foreign.onnx has no fastmed metadata.*not a fastmed export.*fastmed export") as info:
         ModelMetadata.from_props({"producer": "x"}, "foreign.onnx")
+    assert "sidecar" not in str(info.value)
 
 
 def test_sidecar_round_trip(tmp_path):
@@ -31,8 +32,30 @@ def test_sidecar_round_trip(tmp_path):
     write_sidecar(art, _meta(precision="fp16"), {"tensorrt_version": "11.0"})
     assert sidecar_path(art).name == "m.engine.json"
     assert read_sidecar(art) == _meta(precision="fp16")
-    with pytest.raises(FastmedError, match="sidecar"):
+    with pytest.raises(FastmedError, match=r"other\.engine has no fastmed metadata.*other\.engine\.json.*missing"):
         read_sidecar(tmp_path / "other.engine")
+    sidecar_path(art).write_text("{not json")
+    with pytest.raises(FastmedError, match=r"m\.engine\.json: cannot read"):
+        read_sidecar(art)
+
+
+@pytest.mark.parametrize("field, value, why", [
+    ("class_names", "[\"a\", ", "not valid JSON"),
+    ("class_names", "[]", "non-empty list"),
+    ("class_names", "[\"a\", \"a\"]", "duplicates"),
+    ("input_size", "[32]", "height, width"),
+    ("input_size", "[0, 32]", "positive integers"),
+    ("mean", "[0.5, 0.5]", "3 finite numbers"),
+    ("mean", "[0.5, NaN, 0.5]", "3 finite numbers"),
+    ("std", "[0.2, 0, 0.2]", "positive"),
+    ("channel_order", "RGBA", "RGB, BGR"),
+    ("input_format", "float16-nchw", "must be one of"),
+])
+def test_bad_metadata_fields_name_the_file_and_the_field(field, value, why):
+    props = {**_meta().to_props(), field: value}
+    with pytest.raises(FastmedError, match=rf"^bad\.onnx: fastmed metadata field '{field}' .*{why}") as info:
+        ModelMetadata.from_props(props, "bad.onnx")
+    assert "\n" not in str(info.value)
 
 
 def test_checkpoint_metadata_hash_and_kind(tmp_path, make_ckpt):

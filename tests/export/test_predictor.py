@@ -56,3 +56,32 @@ def test_clear_errors(tmp_path, mobilenet_onnx):
         p.predict(np.zeros((8, 8, 3), np.float32))
     with pytest.raises(FastmedError, match="no images"):
         p.predict([])
+
+
+def _with_props(src, dst, **props):
+    """A copy of the ONNX file ``src`` at ``dst`` whose fastmed metadata has ``props`` changed (None: removed)."""
+    import onnx
+
+    proto = onnx.load(str(src))
+    kept = {p.key: p.value for p in proto.metadata_props}
+    kept.update({k: v for k, v in props.items() if v is not None})
+    del proto.metadata_props[:]
+    for key, value in kept.items():
+        if props.get(key, "") is not None:
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+    onnx.save(proto, str(dst))
+    return dst
+
+
+def test_onnx_metadata_is_checked_against_the_model(mobilenet_onnx, tmp_path):
+    wrong = _with_props(mobilenet_onnx, tmp_path / "two.onnx", class_names='["a", "b"]')  # the model outputs 3
+    with pytest.raises(FastmedError, match=r"two\.onnx: .*\(.*3\).*'class_names' lists 2 classes"):
+        Predictor(wrong)
+    zero = _with_props(mobilenet_onnx, tmp_path / "zero.onnx", std="[0.2, 0.0, 0.2]")
+    with pytest.raises(FastmedError, match=r"zero\.onnx: fastmed metadata field 'std'"):
+        Predictor(zero)
+    bare = _with_props(mobilenet_onnx, tmp_path / "bare.onnx", task=None, kind=None, class_names=None, input_size=None)
+    with pytest.raises(FastmedError, match=r"bare\.onnx has no fastmed metadata") as info:
+        Predictor(bare)
+    assert "sidecar" not in str(info.value) and "fastmed export" in str(info.value)
