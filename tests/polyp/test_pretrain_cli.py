@@ -13,12 +13,15 @@ from fastmed.nets.registry import create_model
 
 def test_pretrain_writes_an_encoder_checkpoint_train_can_load(synth_root, tmp_path):
     out = tmp_path / "pre"
-    assert main(["polyp", "pretrain", "--data", str(synth_root / "polyp"), "--arch", "mobilenet_v3_small", "--epochs", "1",
+    assert main(["polyp", "pretrain", "--data", str(synth_root / "polyp"), "--arch", "mobilenet_v3_small", "--epochs", "4",
                  "--batch-size", "8", "--image-size", "32", "--paint-prob", "0.5", "--out", str(out), "--progress", "false",
                  "--seed", "3"]) == 0
     assert (out / "restoration.png").exists() and (out / "curves.png").exists()
-    rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    assert rec["val/mse"] >= 0 and rec["val/mse_identity"] > 0
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # the restoration learns: an untrained net (lr 1e-12) scores val/mse ~0.6x the corrupted input's, and after
+    # 4 epochs seeds 0-2 scored 0.05-0.16x of it and 0.25-0.30x of their first epoch's
+    assert recs[-1]["val/mse"] < 0.3 * recs[-1]["val/mse_identity"]
+    assert recs[-1]["val/mse"] < 0.5 * recs[0]["val/mse"]
     ckpt = load_checkpoint(out / "weights" / "best.pt")
     assert ckpt["kind"] == "pretrained-encoder"
     assert ckpt["arch"] == {"name": "mobilenet_v3_small", "kwargs": {"num_classes": 3}}
