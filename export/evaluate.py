@@ -30,7 +30,7 @@ def evaluate_folder(predictor, folder: str | os.PathLike, batch_size: int = 32) 
     from fastmed.export.preprocess import read_images
 
     scan = scan_class_folders(folder, class_names=predictor.class_names)
-    images, bad = read_images([p for p, _ in scan.samples])
+    images, bad = read_images([p for p, _ in scan.samples], predictor.meta.input_size)
     labels = np.asarray([y for p, y in scan.samples if p not in {b for b, _ in bad}])
     if not images:
         raise FastmedError(f"no readable labelled images under {folder}")

@@ -25,6 +25,7 @@ from fastmed.errors import ConfigError, FastmedError
 from fastmed.export.evaluate import Parity, compare_probs, evaluate_folder
 from fastmed.export.metadata import ModelMetadata, metadata_from_checkpoint
 from fastmed.export.outputs import check_output_suffix, check_outputs
+from fastmed.data.folders import format_skipped
 from fastmed.data.images import list_images
 from fastmed.export.preprocess import prepare_batch, random_images, read_images, softmax
 
@@ -114,7 +115,9 @@ def _load_source(weights: str | os.PathLike, data: str | None, calib: str | None
     meta = metadata_from_checkpoint(ckpt, weights)
     for folder in (data, calib):
         if folder:
-            images, _ = read_images(_spread(list_images(folder), n_check))
+            images, skipped = read_images(_spread(list_images(folder), n_check), meta.input_size)
+            if skipped:
+                print("[export] parity images: " + format_skipped(skipped))
             if images:
                 return _Source(model, meta, images, f"{len(images)} images from {folder}")
     return _Source(model, meta, random_images(n_check, meta.input_size, seed), f"{n_check} random images (no --data/--calib)")
@@ -247,10 +250,12 @@ def _export_int8(src: _Source, out: Path, calib: str, data: str | None, n_calib:
     else:
         fp32 = export_onnx(src.model, src.meta, _fp32_path(out), uint8_input=uint8_input, **onnx_kw)
         check_parity(src, fp32, PARITY_TOL["fp32"])
-    calib_imgs, skipped = read_images(_spread(list_images(calib), n_calib))
+    calib_imgs, skipped = read_images(_spread(list_images(calib), n_calib), src.meta.input_size)
+    if skipped:
+        print("[export] --calib: " + format_skipped(skipped))
     if not calib_imgs:
         raise FastmedError(f"--calib {calib}: no readable images")
-    print(f"[export] calibrating int8 on {len(calib_imgs)} images from {calib}" + (f" ({len(skipped)} unreadable skipped)" if skipped else ""))
+    print(f"[export] calibrating int8 on {len(calib_imgs)} images from {calib}")
     fp32_pred = Predictor(fp32, device="cpu")
     if data:
         ref = evaluate_folder(fp32_pred, data)

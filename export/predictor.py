@@ -65,13 +65,13 @@ class Predictor:
             raise FastmedError("predict() got no images")
         out = []
         for start in range(0, len(items), batch_size):
-            chunk = [to_rgb_uint8(x) for x in items[start:start + batch_size]]
+            chunk = [to_rgb_uint8(x, self.meta.input_size) for x in items[start:start + batch_size]]  # model size, one at a time
             out.append(self.infer(self.preprocess(chunk)))
         return np.concatenate(out)
 
     def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 32, chunk: int = 512
                       ) -> tuple[list[Path], np.ndarray, list[tuple[Path, str]]]:
-        """Probabilities for image files, read ``chunk`` at a time (bounded memory).
+        """Probabilities for image files, read ``chunk`` at a time at model size (bounded memory).
 
         Returns ``(paths read, (N, C) probabilities, skipped (path, reason))``:
         an unreadable image is skipped and reported, never fatal.
@@ -83,7 +83,7 @@ class Predictor:
         skipped: list[tuple[Path, str]] = []
         for start in range(0, len(paths), chunk):
             part = [Path(p) for p in paths[start:start + chunk]]
-            images, bad = read_images(part)
+            images, bad = read_images(part, self.meta.input_size)
             skipped += bad
             if images:
                 bad_paths = {p for p, _ in bad}

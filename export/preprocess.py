@@ -16,48 +16,38 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from fastmed.data.images import load_image, read_image, resize_image, to_rgb
 from fastmed.export.metadata import FLOAT_NCHW, UINT8_NHWC, ModelMetadata
 from fastmed.errors import FastmedError
 
 ImageLike = Any  # str | os.PathLike | np.ndarray (H, W, 3) uint8 | PIL.Image.Image
 
 
-def to_rgb_uint8(item: ImageLike) -> np.ndarray:
-    """One image as an ``(H, W, 3)`` uint8 RGB array (paths are read with ``read_image``)."""
-    if isinstance(item, (str, os.PathLike)):
-        from fastmed.data.images import read_image
+def to_rgb_uint8(item: ImageLike, size: Sequence[int] | None = None) -> np.ndarray:
+    """One image as an ``(H, W, 3)`` uint8 RGB array; at ``size = (h, w)`` when given.
 
-        return read_image(item)
-    if isinstance(item, Image.Image):
-        return np.asarray(item.convert("RGB"))
-    if isinstance(item, np.ndarray):
-        if item.ndim == 3 and item.shape[2] == 3 and item.dtype == np.uint8:
-            return item
-        raise FastmedError(f"image arrays must be (H, W, 3) uint8 RGB, got shape {item.shape} dtype {item.dtype}")
-    raise FastmedError(f"cannot use {type(item).__name__} as an image (give a path, an (H, W, 3) uint8 array or a PIL image)")
-
-
-def resize(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Antialiased bilinear resize of an ``(H, W, 3)`` uint8 image to ``size = (H, W)``.
-
-    The same operation as training's eval transform (torchvision ``Resize(antialias=True)``
-    on a uint8 image), so a checkpoint and its exports see identical pixels.
+    Paths are read with ``fastmed.data.images`` (``load_image``: shrunk while
+    decoding, so a huge file is never held at full size), PIL images with its
+    ``to_rgb`` (16-bit grey rescaled).
     """
-    h, w = int(size[0]), int(size[1])
-    if image.shape[:2] == (h, w):
-        return image
-    import torch
-    from torchvision.transforms.v2.functional import resize as tv_resize
-
-    chw = torch.tensor(image).permute(2, 0, 1)  # a copy: frames may be read-only views
-    return tv_resize(chw, [h, w], antialias=True).permute(1, 2, 0).numpy()
+    if isinstance(item, (str, os.PathLike)):
+        return read_image(item) if size is None else load_image(item, size)
+    if isinstance(item, Image.Image):
+        image = np.asarray(to_rgb(item))
+    elif isinstance(item, np.ndarray):
+        if not (item.ndim == 3 and item.shape[2] == 3 and item.dtype == np.uint8):
+            raise FastmedError(f"image arrays must be (H, W, 3) uint8 RGB, got shape {item.shape} dtype {item.dtype}")
+        image = item
+    else:
+        raise FastmedError(f"cannot use {type(item).__name__} as an image (give a path, an (H, W, 3) uint8 array or a PIL image)")
+    return image if size is None else resize_image(image, size)
 
 
 def prepare_batch(images: Sequence[np.ndarray], meta: ModelMetadata) -> np.ndarray:
     """Resize and lay out ``N`` RGB uint8 images as the model's input tensor."""
     if len(images) == 0:
         raise FastmedError("no images to prepare")
-    batch = np.stack([resize(im, meta.input_size) for im in images])  # (N, H, W, 3) uint8 RGB
+    batch = np.stack([resize_image(im, meta.input_size) for im in images])  # (N, H, W, 3) uint8 RGB
     if meta.channel_order.upper() == "BGR":
         batch = batch[..., ::-1]
     if meta.input_format == UINT8_NHWC:
@@ -76,14 +66,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def read_images(paths: Sequence[str | os.PathLike]) -> tuple[list[np.ndarray], list[tuple[Path, str]]]:
-    """Read ``paths`` as RGB uint8; unreadable files are skipped and returned as ``(path, reason)``."""
-    from fastmed.data.images import read_image
+def read_images(paths: Sequence[str | os.PathLike], size: Sequence[int] | None = None
+                ) -> tuple[list[np.ndarray], list[tuple[Path, str]]]:
+    """Read ``paths`` as RGB uint8 (at ``size`` when given, one file at a time: bounded memory).
 
+    Unreadable files are skipped and returned as ``(path, reason)``.
+    """
     images, skipped = [], []
     for p in paths:
         try:
-            images.append(read_image(p))
+            images.append(to_rgb_uint8(Path(p), size))
         except FastmedError as exc:
             skipped.append((Path(p), str(exc)))
     return images, skipped

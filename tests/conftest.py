@@ -37,6 +37,24 @@ def synth_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture
+def bomb_png(tmp_path):
+    """``bomb_png(path)`` writes a ~100-byte PNG whose header claims 20000 x 20000 pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    def write(path, side: int = 20000):
+        ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grey
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                         + chunk(b"IEND", b""))
+        return path
+
+    return write
+
+
 def pytest_collection_modifyitems(config, items):
     gpu = torch.cuda.is_available()
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")

@@ -105,3 +105,22 @@ def test_export_replaces_only_its_own_previous_exports(mobilenet_ckpt, mobilenet
     previous.write_bytes(mobilenet_onnx.read_bytes())
     assert main(["export", "--weights", str(mobilenet_ckpt), "--out", str(previous), "--exporter", "torchscript"]) == 0
     assert read_onnx_metadata(previous).class_names
+
+
+def test_decompression_bomb_is_skipped_and_listed_by_every_image_command(mobilenet_ckpt, mobilenet_onnx, polyp_dir,
+                                                                         tmp_path, capsys, bomb_png):
+    import shutil
+
+    src = tmp_path / "imgs"
+    shutil.copytree(polyp_dir / "val" / "normal", src)
+    bomb_png(src / "bomb.png")
+    n_good = len(list(src.iterdir())) - 1
+    assert main(["predict", "--weights", str(mobilenet_onnx), "--source", str(src), "--out", str(tmp_path / "p")]) == 0
+    assert len(list(csv.DictReader(open(tmp_path / "p" / "predictions.csv")))) == n_good
+    assert "bomb.png" in capsys.readouterr().out
+    assert main(["polyp", "predict", "--weights", str(mobilenet_ckpt), "--source", str(src), "--save", str(tmp_path / "q.csv")]) == 0
+    assert len(list(csv.DictReader(open(tmp_path / "q.csv")))) == n_good
+    assert "bomb.png" in capsys.readouterr().out
+    assert main(["export", "--weights", str(mobilenet_ckpt), "--out", str(tmp_path / "m.onnx"), "--calib", str(src),
+                 "--exporter", "torchscript"]) == 0
+    assert "bomb.png" in capsys.readouterr().out

@@ -85,3 +85,17 @@ def test_onnx_metadata_is_checked_against_the_model(mobilenet_onnx, tmp_path):
     with pytest.raises(FastmedError, match=r"bare\.onnx has no fastmed metadata") as info:
         Predictor(bare)
     assert "sidecar" not in str(info.value) and "fastmed export" in str(info.value)
+
+
+def test_image_files_reach_the_model_at_model_size(mobilenet_onnx, val_files, tmp_path, monkeypatch):
+    """A 2000x1600 file is read and downscaled on its own: no full-size array is ever passed on as a batch item."""
+    big = tmp_path / "big.png"
+    Image.fromarray(np.tile(np.linspace(0, 255, 2000, dtype=np.uint8)[None, :, None], (1600, 1, 3))).save(big)
+    p = Predictor(mobilenet_onnx)
+    seen = []
+    preprocess = p.preprocess
+    monkeypatch.setattr(p, "preprocess", lambda images: seen.extend(im.shape for im in images) or preprocess(images))
+    done, probs, skipped = p.predict_files([big, *val_files[:2]])
+    assert len(done) == 3 and not skipped and probs.shape == (3, 3)
+    p.predict([big, val_files[0]])
+    assert seen and set(seen) == {(48, 48, 3)}
