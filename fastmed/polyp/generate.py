@@ -26,6 +26,7 @@ from fastmed.engine.checkpoint import load_model
 from fastmed.engine.device import select_device
 from fastmed.engine.plots import save_image_grid
 from fastmed.engine.progress import progress
+from fastmed.engine.safe_names import safe_component
 from fastmed.engine.seed import seed_everything
 from fastmed.errors import FastmedError
 from fastmed.polyp.image_sets import load_class_folders
@@ -50,7 +51,7 @@ def run_generate(cfg: PolypGenerateConfig) -> dict[str, Any]:
     G, ckpt = load_model(cfg.weights, map_location=device)
     if ckpt.get("kind") != "generator":
         raise FastmedError(f"--weights {cfg.weights} is a {ckpt.get('kind')!r} checkpoint, not a generator of `fastmed polyp augment`")
-    names = list(ckpt["class_names"])
+    names = [safe_component(n, f"{cfg.weights}: class name") for n in ckpt["class_names"]]  # each names a folder of OUT
     size = int(ckpt["input_size"][0])
     data = load_class_folders(cfg.data, size, names)
     out = Path(cfg.out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 
 from fastmed.errors import DataError
 from fastmed.kernels.mil_pool import bag_offsets
+from fastmed.wsi.encoders import describe_encoder, encoder_identity
 from fastmed.wsi.patch_file import list_patch_files, read_patch_file
 
 
@@ -64,9 +66,12 @@ def iter_bags(folder: str | os.PathLike, labels: dict[str, str] | None = None, p
     ``skipped``), as are slides without patches. Patch labels come from
     annotation overlaps; a negative slide without annotations has all patches
     negative (by definition of a negative slide); otherwise unknown (-1).
+    Every file of ``folder`` must come from one encoder (``check_one_encoder``).
     """
     skipped = skipped if skipped is not None else []
-    for path in list_patch_files(folder):
+    files = list_patch_files(folder)
+    check_one_encoder(files)
+    for path in files:
         ps = read_patch_file(path)
         if ps.features is None:
             raise DataError(f"{path} has no features; run `fastmed wsi features` on the tiles first")
@@ -79,6 +84,23 @@ def iter_bags(folder: str | os.PathLike, labels: dict[str, str] | None = None, p
         else:
             patch = torch.full((len(ps.coords),), 0 if label == 0 else -1, dtype=torch.int64)
         yield SlideBag(ps.slide_id, torch.from_numpy(ps.features).float(), ps.coords, patch, label, ps.attrs)
+
+
+def check_one_encoder(files: list[Path]) -> None:
+    """``DataError`` naming two slides when the feature files come from different encoders (or share a slide id)."""
+    first: tuple[str, dict] | None = None
+    seen: dict[str, Path] = {}
+    for path in files:
+        attrs = read_patch_file(path, features=False).attrs
+        sid = str(attrs.get("slide_id", path.stem))
+        if sid in seen:
+            raise DataError(f"slide id {sid!r} is in two feature files, {seen[sid]} and {path}; keep one")
+        seen[sid] = path
+        if first is None:
+            first = (sid, attrs)
+        elif encoder_identity(attrs) != encoder_identity(first[1]):
+            raise DataError(f"feature files from different encoders: slide {first[0]} has {describe_encoder(first[1])}, "
+                            f"slide {sid} has {describe_encoder(attrs)}; encode every slide with one encoder (fastmed wsi features)")
 
 
 def load_bags(folder: str | os.PathLike, labels: dict[str, str] | None = None, positive: str = "tumor") -> tuple[list[SlideBag], list[str]]:

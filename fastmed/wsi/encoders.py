@@ -9,8 +9,17 @@
 Weights come only from ``weights`` (a torchvision state_dict or a fastmed
 checkpoint); without it the encoder is randomly initialised (seeded). Nothing
 is downloaded.
+
+Provenance: every feature file records ``encoder`` (the name),
+``encoder_sha256`` (``weights_sha256`` of the encoder as used, so it covers
+the weights file and, for a random init, the seed), ``encoder_weights`` and
+``encoder_seed``. Two feature files come from the same encoder when name and
+hash agree (``encoder_identity``).
 """
 from __future__ import annotations
+
+import hashlib
+from typing import Any
 
 import torch
 from torch import nn
@@ -83,3 +92,25 @@ def _load_weights(model: nn.Module, path: str) -> None:
     if not mapped:
         raise ConfigError(f"encoder weights {path} match no tensor of the encoder")
     model.load_state_dict(mapped, strict=False)
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """Hex SHA-256 of ``model.state_dict()``: every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def encoder_identity(attrs: dict[str, Any]) -> tuple[str, str]:
+    """``(encoder name, weights sha256)`` recorded in a feature file's attributes (hash ``""`` when none was)."""
+    return str(attrs.get("encoder", "")), str(attrs.get("encoder_sha256", ""))
+
+
+def describe_encoder(attrs: dict[str, Any]) -> str:
+    """``tiny (weights sha256 1a2b3c4d..., seed 0)`` for messages."""
+    name, digest = encoder_identity(attrs)
+    hashed = f"weights sha256 {digest[:12]}..." if digest else "no weights hash recorded"
+    return f"{name or '?'} ({hashed}, seed {attrs.get('encoder_seed', '?')})"

@@ -3,8 +3,11 @@
 Reads ``<tiles>/<slide_id>.h5`` (from ``wsi tile``), reads the patches from the
 slide (DataLoader workers, each with its own OpenSlide handle), and writes
 ``<out>/<slide_id>.h5`` with the same coordinates/labels plus ``features
-(T, F)``. Existing outputs are kept (resume); a slide that fails is skipped
-and reported in ``<out>/errors.csv``.
+(T, F)`` and the encoder's provenance (``fastmed.wsi.encoders``). Existing
+outputs are kept (resume) when they come from the same encoder (name and
+weights hash); outputs of another encoder or seed are refused, since one
+folder must never mix them (``--overwrite`` re-extracts every slide). A slide
+that fails is skipped and reported in ``<out>/errors.csv``.
 """
 from __future__ import annotations
 
@@ -18,8 +21,9 @@ import torch
 from fastmed.engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD
 from fastmed.engine.device import select_device
 from fastmed.engine.progress import progress
+from fastmed.errors import DataError
 from fastmed.wsi.batch_report import batch_exit_status, write_report
-from fastmed.wsi.encoders import build_encoder
+from fastmed.wsi.encoders import build_encoder, describe_encoder, encoder_identity, weights_sha256
 from fastmed.wsi.patch_file import PatchSet, list_patch_files, read_patch_file, write_patch_file
 from fastmed.wsi.slide_io import PatchGeometry, open_slide, read_patch
 
@@ -77,6 +81,15 @@ def encode_slide(tile_file: Path, out_file: Path, encoder: torch.nn.Module, enc_
             "patches_per_s": round(len(ps.coords) / secs, 1) if secs > 0 else None}
 
 
+def check_resumable(existing: list[Path], enc_attrs: dict[str, Any]) -> None:
+    """``DataError`` when an existing output was made by another encoder (name or weights hash differ)."""
+    for path in existing:
+        attrs = read_patch_file(path, features=False).attrs
+        if encoder_identity(attrs) != encoder_identity(enc_attrs):
+            raise DataError(f"{path} holds features of encoder {describe_encoder(attrs)}, not of {describe_encoder(enc_attrs)}; "
+                            "resuming would mix encoders in one folder: use --overwrite to re-extract every slide, or another --out")
+
+
 def extract_features(tiles: str | Path, out: str | Path, encoder_name: str = "resnet50_l3", weights: str | None = None,
                      device: str = "auto", batch_size: int = 64, workers: int = 0, slides: str | Path | None = None,
                      overwrite: bool = False, seed: int = 0, show_progress: bool = True) -> dict[str, Any]:
@@ -85,9 +98,12 @@ def extract_features(tiles: str | Path, out: str | Path, encoder_name: str = "re
     out.mkdir(parents=True, exist_ok=True)
     dev = select_device(device)
     encoder, dim = build_encoder(encoder_name, weights, seed)
+    enc_attrs = {"encoder": encoder_name, "encoder_weights": weights or "", "feature_dim": dim, "encoder_seed": seed,
+                 "encoder_sha256": weights_sha256(encoder)}
     encoder.to(dev)
-    enc_attrs = {"encoder": encoder_name, "encoder_weights": weights or "", "feature_dim": dim, "encoder_seed": seed}
     files = list_patch_files(tiles)
+    if not overwrite:
+        check_resumable([out / f.name for f in files if (out / f.name).exists()], enc_attrs)
     todo = [f for f in files if overwrite or not (out / f.name).exists()]
     done, failed = [], []
     t0 = time.perf_counter()

@@ -14,7 +14,9 @@ import numpy as np
 from fastmed.engine.atomic import atomic_write_text
 from fastmed.engine.device import select_device
 from fastmed.engine.progress import progress
+from fastmed.engine.safe_names import safe_component
 from fastmed.engine.run_dir import new_run_dir
+from fastmed.errors import FastmedError
 from fastmed.wsi.bags import SlideBag, iter_bags
 from fastmed.wsi.batch_report import print_failures, write_report
 from fastmed.wsi.predict import check_features, load_mil
@@ -86,20 +88,25 @@ def thumbnail(bag: SlideBag, slides_dir: Path | None, level: int | None, max_sid
 
 def render_slide(bag: SlideBag, pred: dict, out: Path, slides_dir: Path | None, level: int | None, max_side: int,
                  alpha: float, threshold: float) -> dict:
-    """Write the three overlays, an overview strip and the GeoJSON of one slide; return a summary row."""
+    """Write the three overlays, an overview strip and the GeoJSON of one slide; return a summary row.
+
+    The file names start with the slide id read from the feature file, so an id
+    that is not a plain file name (``../x``, ``/abs``) is refused (``DataError``).
+    """
     from PIL import Image
 
+    sid = safe_component(bag.slide_id, "slide id")
     thumb, scale = thumbnail(bag, slides_dir, level, max_side)
     att_sig = 1 / (1 + np.exp(-pred["attention"]))
     maps = {"attention": percentile_rank(pred["attention"]), "patch": pred["patch_prob"], "combined": att_sig * pred["patch_prob"]}
     panels = [thumb]
     for name, values in maps.items():
         img = overlay(thumb, paint(values, bag.coords, float(bag.attrs["size0"]), thumb.shape[:2], scale), alpha)
-        Image.fromarray(img).save(out / f"{bag.slide_id}_{name}.png", compress_level=1)
+        Image.fromarray(img).save(out / f"{sid}_{name}.png", compress_level=1)
         panels.append(img)
-    Image.fromarray(np.concatenate(panels, axis=1)).save(out / f"{bag.slide_id}_overview.png", compress_level=1)
+    Image.fromarray(np.concatenate(panels, axis=1)).save(out / f"{sid}_overview.png", compress_level=1)
     gj = positive_patches_geojson(bag, pred["patch_prob"], att_sig, threshold)
-    atomic_write_text(out / f"{bag.slide_id}_positive.geojson", json.dumps(gj))
+    atomic_write_text(out / f"{sid}_positive.geojson", json.dumps(gj))
     return {"slide": bag.slide_id, "probability": round(pred["prob"], 5), "positive_patches": len(gj["features"])}
 
 
@@ -116,7 +123,8 @@ def run_heatmap(cfg) -> int:
             pred = predict_bags(model, [bag], device)[0]
             done.append(render_slide(bag, pred, out, slides_dir, cfg.level, cfg.max_side, cfg.alpha, cfg.patch_threshold))
         except Exception as exc:  # noqa: BLE001 - one bad slide is reported, the rest go on
-            failed.append((bag.slide_id, f"{type(exc).__name__}: {exc}".replace("\n", " ")))
+            msg = str(exc) if isinstance(exc, FastmedError) else f"{type(exc).__name__}: {exc}"
+            failed.append((bag.slide_id, msg.replace("\n", " ")))
     write_report(out, "heatmaps", done, failed, {"weights": cfg.weights, "features": cfg.features})
     print(f"heatmaps of {len(done)} slide(s) in {out} (<slide>_attention|patch|combined|overview.png, <slide>_positive.geojson)")
     print_failures(failed, out)

@@ -14,6 +14,7 @@ from fastmed.engine.device import select_device
 from fastmed.engine.run_dir import new_run_dir
 from fastmed.errors import FastmedError
 from fastmed.wsi.bags import SlideBag, iter_bags, read_labels
+from fastmed.wsi.encoders import describe_encoder, encoder_identity
 from fastmed.wsi.metrics import binary_metrics
 from fastmed.wsi.train import patch_localization, predict_bags
 
@@ -27,13 +28,17 @@ def load_mil(weights: str, device: torch.device):
 
 
 def check_features(bags: list[SlideBag], ckpt: dict) -> None:
-    """Raise when the feature files were made with another encoder than the training ones."""
+    """Raise when the feature files were made with another encoder than the training ones (width, name or weights hash)."""
     want = ckpt["arch"]["kwargs"]["in_dim"]
-    enc = (ckpt.get("meta") or {}).get("encoder", {}).get("encoder")
+    trained = (ckpt.get("meta") or {}).get("encoder") or {}
+    enc = trained.get("encoder")
     for bag in bags:
         if bag.features.shape[1] != want:
             raise FastmedError(f"slide {bag.slide_id}: {bag.features.shape[1]} features, the model expects {want} "
                                f"(encoder {enc!r}); run `fastmed wsi features --encoder {enc}`")
+        if trained.get("encoder_sha256") and encoder_identity(bag.attrs) != encoder_identity(trained):
+            raise FastmedError(f"slide {bag.slide_id}: features of encoder {describe_encoder(bag.attrs)}, the model was trained "
+                               f"on {describe_encoder(trained)}; encode the slides with the training encoder")
 
 
 def run_predict(cfg) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastmed.engine.safe_names import safe_component
 from fastmed.errors import DataError
 
 # extensions OpenSlide reads (DICOM folders are given as their .dcm files)
@@ -31,6 +32,32 @@ def find_slides(folder: str | os.PathLike) -> list[Path]:
 def slide_id(path: str | os.PathLike) -> str:
     """The slide's id: its file name without the extension."""
     return Path(path).stem
+
+
+def unique_slides(paths: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """``(usable slides, [(file name, reason), ...] refused)``: every output is named by the slide id.
+
+    Refused: ids that are no plain file name (``safe_component``) and ids
+    shared by several files (``s.tif`` and ``s.tiff``; compared ignoring case,
+    as on macOS and Windows file systems) — every file of a clash is refused
+    and names the others, so no slide's output replaces another's.
+    """
+    by_id: dict[str, list[Path]] = {}
+    refused: list[tuple[str, str]] = []
+    for p in paths:
+        try:
+            by_id.setdefault(safe_component(slide_id(p), "slide id").casefold(), []).append(p)
+        except DataError as exc:
+            refused.append((p.name, str(exc)))
+    ok = []
+    for group in by_id.values():
+        if len(group) == 1:
+            ok.append(group[0])
+            continue
+        for p in group:
+            others = ", ".join(str(q) for q in group if q != p)
+            refused.append((p.name, f"slide id {slide_id(p)!r} of {p} is also the id of {others}; rename one (outputs are named by the id)"))
+    return sorted(ok), refused
 
 
 def open_slide(path: str | os.PathLike):

@@ -20,7 +20,8 @@ from fastmed.errors import DataError
 from fastmed.wsi.annotations import DEFAULT_EXCLUDE, find_annotation, positive_regions, rasterize, read_annotations
 from fastmed.wsi.batch_report import batch_exit_status, write_report
 from fastmed.wsi.patch_file import PatchSet, write_patch_file
-from fastmed.wsi.slide_io import find_slides, level_for_downsample, open_slide, patch_geometry, read_level, read_patch, slide_id
+from fastmed.wsi.slide_io import (find_slides, level_for_downsample, open_slide, patch_geometry, read_level, read_patch, slide_id,
+                                  unique_slides)
 from fastmed.wsi.tiling import coverage, grid_coords
 from fastmed.wsi.tissue import TissueParams, tissue_mask
 
@@ -118,9 +119,9 @@ def tile_folder(slides: str | Path, out: str | Path, opts: TileOptions, annotati
     if annotations is None and (slides / "annotations").is_dir():
         annotations = slides / "annotations"
     paths = find_slides(slides)
-    todo = [p for p in paths if overwrite or not (out / f"{slide_id(p)}.h5").exists()]
+    usable, failed = unique_slides(paths)  # clashing or unusable slide ids are reported, never tiled
+    todo = [p for p in usable if overwrite or not (out / f"{slide_id(p)}.h5").exists()]
     done: list[dict[str, Any]] = []
-    failed: list[tuple[str, str]] = []
     t0 = time.perf_counter()
     ann = Path(annotations) if annotations else None
     if workers > 1 and len(todo) > 1:
@@ -133,7 +134,7 @@ def tile_folder(slides: str | Path, out: str | Path, opts: TileOptions, annotati
             _collect(p, *_safe_tile(p, out, ann, opts), done, failed)
     wall = time.perf_counter() - t0
     tiles = sum(r["tiles"] for r in done)
-    summary = {"slides_found": len(paths), "skipped_existing": len(paths) - len(todo), "tiles": tiles,
+    summary = {"slides_found": len(paths), "skipped_existing": len(usable) - len(todo), "tiles": tiles,
                "wall_s": round(wall, 3), "tiles_per_s": round(tiles / wall, 1) if wall > 0 else None,
                "mode": opts.mode, "patch_size": opts.patch_size, "mpp": opts.mpp, "verify": opts.verify}
     write_report(out, "tiling", sorted(done, key=lambda r: r["slide"]), sorted(failed), summary)

@@ -162,7 +162,7 @@ def prepare(cfg) -> tuple[list[SlideBag], list[SlideBag], dict[str, Any]]:
         "class_names": ["/".join(negatives) or "normal", cfg.positive],
         "positive": cfg.positive,
         "threshold": cfg.threshold,
-        "encoder": {k: a.get(k) for k in ("encoder", "encoder_weights", "feature_dim", "encoder_seed")},
+        "encoder": {k: a.get(k) for k in ("encoder", "encoder_weights", "feature_dim", "encoder_seed", "encoder_sha256")},
         "patches": {k: a.get(k) for k in ("patch_size", "mpp", "mode")},
         "train_slides": [b.slide_id for b in train],
         "val_slides": [b.slide_id for b in val],

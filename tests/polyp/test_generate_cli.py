@@ -53,3 +53,20 @@ def test_generate_rejects_a_classifier_checkpoint(tmp_path, synth_root, capsys):
                                           arch="mobilenet_v3_small", arch_kwargs={"num_classes": 3}))
     assert main(["polyp", "generate", "--weights", str(path), "--data", str(synth_root / "polyp"), "--out", str(tmp_path / "o")]) == 2
     assert "not a generator" in capsys.readouterr().err
+
+
+def test_a_class_name_that_is_a_path_is_refused(generator, synth_root, tmp_path, capsys):
+    """Class names come from the checkpoint and name folders of OUT: ``../escaped`` must not write beside OUT."""
+    from fastmed.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(generator)
+    ckpt["class_names"] = ["../escaped", "hyperplastic", "normal"]
+    bad = save_checkpoint(tmp_path / "bad.pt", ckpt)
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copytree(synth_root / "polyp" / "train" / "adenoma", tmp_path / "escaped")  # DATA/../escaped holds images
+    before = sorted(p.name for p in (tmp_path / "escaped").iterdir())
+    assert main(["polyp", "generate", "--weights", str(bad), "--data", str(data), "--out", str(tmp_path / "out"),
+                 "--progress", "false"]) == 2
+    assert "class name '../escaped' cannot be used as a file name" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "escaped").iterdir()) == before  # nothing written outside --out

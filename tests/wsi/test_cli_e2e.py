@@ -117,3 +117,64 @@ def test_features_skip_a_slide_whose_tiles_fail(pipeline, tmp_path):
                  "--device", "cpu", "--progress", "false"]) == 0
     errors = list(csv.DictReader(open(out / "errors.csv")))
     assert [r["slide"] for r in errors] == ["slide_001"] and len(list(out.glob("*.h5"))) == 3
+
+
+def test_slides_sharing_an_id_are_reported_not_overwritten(synth_root, tmp_path, capsys):
+    """``s.tif`` and ``s.TIFF`` would both write ``s.h5``: both are refused, each naming the other; the rest is tiled."""
+    src = synth_root / "slides"
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    shutil.copy(src / "slide_000.tiff", folder / "s.tif")
+    shutil.copy(src / "slide_001.tiff", folder / "S.TIFF")  # same id ignoring case (one file on macOS / Windows)
+    shutil.copy(src / "slide_002.tiff", folder / "good.tiff")
+    shutil.copy(src / "slide_003.tiff", folder / "...tiff")  # id ".." is no file name
+    out = tmp_path / "tiles"
+    assert main(["wsi", "tile", "--slides", str(folder), "--out", str(out), "--workers", "1", *TILE]) == 0
+    errors = {r["slide"]: r["error"] for r in csv.DictReader(open(out / "errors.csv", encoding="utf-8"))}
+    assert set(errors) == {"s.tif", "S.TIFF", "...tiff"}
+    assert str(folder / "S.TIFF") in errors["s.tif"] and str(folder / "s.tif") in errors["S.TIFF"]
+    assert "cannot be used as a file name" in errors["...tiff"]
+    assert sorted(p.name for p in out.glob("*.h5")) == ["good.h5"]
+    assert "3 slide(s) skipped" in capsys.readouterr().out
+
+
+def test_features_resume_refuses_another_encoder_or_seed(pipeline, tmp_path, capsys):
+    """Each feature file records encoder, weights hash and seed; resuming with another seed must not mix them."""
+    root, _ = pipeline
+    out = tmp_path / "features"
+    shutil.copytree(root / "features", out)
+    args = ["wsi", "features", "--tiles", str(root / "tiles"), "--out", str(out), "--encoder", "tiny", "--device", "cpu",
+            "--progress", "false"]
+    first = read_patch_file(out / "slide_000.h5", features=False).attrs
+    assert first["encoder_seed"] == 0 and len(first["encoder_sha256"]) == 64
+    assert main([*args, "--seed", "0"]) == 0 and "4 already done" in capsys.readouterr().out  # same encoder: resumed
+    assert main([*args, "--seed", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "seed 0" in err and "seed 1" in err and "--overwrite" in err
+    assert read_patch_file(out / "slide_000.h5", features=False).attrs["encoder_sha256"] == first["encoder_sha256"]
+    assert main([*args, "--seed", "1", "--overwrite"]) == 0
+    redone = read_patch_file(out / "slide_000.h5", features=False).attrs
+    assert redone["encoder_seed"] == 1 and redone["encoder_sha256"] != first["encoder_sha256"]
+
+
+def test_heatmap_refuses_a_slide_id_that_is_a_path(pipeline, tmp_path, capsys):
+    """A slide id read from a feature file names the heatmap files: ``../../escaped`` is skipped and reported."""
+    from fastmed.wsi.patch_file import write_patch_file
+
+    root, slides = pipeline
+    feats = tmp_path / "features"
+    shutil.copytree(root / "features", feats)
+    ps = read_patch_file(feats / "slide_001.h5")
+    ps.attrs["slide_id"] = "../../escaped"
+    write_patch_file(feats / "slide_001.h5", ps)
+    run = tmp_path / "run"
+    assert main(["wsi", "train", "--features", str(root / "features"), "--labels", str(slides / "labels.csv"), "--out", str(run),
+                 "--epochs", "1", "--max-patches", "64", "--device", "cpu", "--progress", "false"]) == 0
+    heat = tmp_path / "a" / "b" / "heat"
+    assert main(["wsi", "heatmap", "--weights", str(run / "weights" / "last.pt"), "--features", str(feats), "--out", str(heat),
+                 "--max-side", "128", "--progress", "false"]) == 0
+    assert not list(tmp_path.rglob("escaped*"))  # nothing written beside --out
+    errors = {r["slide"]: r["error"] for r in csv.DictReader(open(heat / "errors.csv", encoding="utf-8"))}
+    assert list(errors) == ["../../escaped"] and "cannot be used as a file name" in errors["../../escaped"]
+    assert len(list(heat.glob("*_overview.png"))) == 3  # the other slides are kept
+    assert "skipped ../../escaped" in capsys.readouterr().out

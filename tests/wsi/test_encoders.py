@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fastmed.errors import ConfigError
-from fastmed.wsi.encoders import build_encoder
+from fastmed.wsi.encoders import build_encoder, weights_sha256
 
 
 def test_resnet50_l3_gives_1024_features():
@@ -52,3 +52,18 @@ def test_torchvision_resnet50_weights_fill_the_truncated_encoder(tmp_path):
     own = enc.state_dict()
     torch.testing.assert_close(own["0.weight"], src.conv1.weight)
     torch.testing.assert_close(own["6.5.conv3.weight"], src.layer3[5].conv3.weight)  # last block of layer3
+
+
+def test_weights_hash_identifies_the_encoder_as_used(tmp_path):
+    """Same name and seed: same hash; another seed, a loaded weights file or one changed bit: another hash."""
+    a, _ = build_encoder("tiny", seed=5)
+    b, _ = build_encoder("tiny", seed=5)
+    c, _ = build_encoder("tiny", seed=6)
+    assert weights_sha256(a) == weights_sha256(b) and len(weights_sha256(a)) == 64
+    assert weights_sha256(c) != weights_sha256(a)
+    torch.save(c.state_dict(), tmp_path / "w.pt")
+    loaded, _ = build_encoder("tiny", weights=str(tmp_path / "w.pt"), seed=5)
+    assert weights_sha256(loaded) == weights_sha256(c)  # the weights decide, not the seed
+    with torch.no_grad():
+        next(iter(b.parameters())).view(-1)[0] += 1e-7
+    assert weights_sha256(b) != weights_sha256(a)
