@@ -8,6 +8,7 @@ from fastmed.cfg.common import RunOptions, TrainOptions
 from fastmed.errors import ConfigError
 
 TILING_MODES = ("pad", "drop", "bbox")  # same as fastmed.wsi.tiling.TILING_MODES (kept import-free here)
+TISSUE_METHODS = ("od", "saturation")   # same as fastmed.wsi.tissue.METHODS
 
 
 def _positive(cfg, *names: str) -> None:
@@ -30,7 +31,10 @@ class WsiTileConfig:
                     "bbox: grid over the tissue bounding box", TILING_MODES)
     min_tissue: float = opt(0.25, "keep a patch when at least this fraction of it is tissue")
     mask_downsample: float = opt(32.0, "tissue detection runs on the level closest to this downsample")
-    tissue_threshold: int | None = opt(None, "HSV-saturation threshold 0..255 (none = Otsu)")
+    tissue_method: str = opt("od", "od: optical density above the slide's glass, pen marks and grey artefacts rejected; "
+                             "saturation: HSV saturation with Otsu (the previous default)", TISSUE_METHODS)
+    tissue_threshold: float | None = opt(None, "fixed tissue threshold instead of the automatic one: summed optical density "
+                                         "above glass for od (e.g. 0.1), HSV saturation 0..255 for saturation")
     median: int = opt(7, "median blur window for tissue detection (pixels of the mask level)")
     close: int = opt(4, "morphological closing size for tissue detection (0 = none)")
     min_tissue_patches: float = opt(1.0, "drop tissue pieces smaller than this many patch areas")
@@ -46,6 +50,10 @@ class WsiTileConfig:
         _positive(self, "patch_size", "mpp", "assume_mpp", "step", "mask_downsample")
         if not 0 <= self.min_tissue <= 1:
             raise ConfigError(f"option --min-tissue must be in [0, 1], got {self.min_tissue}")
+        top, hint = (255, "") if self.tissue_method == "saturation" else (3, "; for an HSV-saturation threshold add --tissue-method saturation")
+        if self.tissue_threshold is not None and not 0 <= self.tissue_threshold <= top:
+            raise ConfigError(f"option --tissue-threshold must be in [0, {top}] for --tissue-method {self.tissue_method}, "
+                              f"got {self.tissue_threshold}{hint}")
 
 
 @dataclass(kw_only=True)

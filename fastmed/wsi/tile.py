@@ -23,7 +23,7 @@ from fastmed.wsi.patch_file import PatchSet, write_patch_file
 from fastmed.wsi.slide_io import (find_slides, level_for_downsample, open_slide, patch_geometry, read_level, read_patch, slide_id,
                                   unique_slides)
 from fastmed.wsi.tiling import coverage, grid_coords
-from fastmed.wsi.tissue import TissueParams, tissue_mask
+from fastmed.wsi.tissue import TissueParams, detect_tissue, low_tissue_warning
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,8 @@ def tile_slide(path: Path, out: Path, annotations: Path | None, opts: TileOption
         patch_px = (geom.size0 / mask_ds) ** 2  # one patch's area in mask pixels
         params = TissueParams(**{**opts.tissue.__dict__, "min_area": opts.min_tissue_patches * patch_px,
                                  "max_hole_area": opts.max_hole_patches * patch_px})
-        mask = tissue_mask(thumb, params)
+        tissue = detect_tissue(thumb, params)
+        mask = tissue.mask
         step0 = max(1, int(round((opts.step or opts.patch_size) * geom.size0 / geom.patch_size)))
         coords = grid_coords(width, height, geom.size0, step0, opts.mode, mask, mask_ds)
         frac = coverage(mask, coords, geom.size0, mask_ds)
@@ -82,7 +83,9 @@ def tile_slide(path: Path, out: Path, annotations: Path | None, opts: TileOption
         slide.close()
     n_pos = int((label_fraction > 0).sum()) if label_fraction is not None else None
     return {"slide": sid, "tiles": int(len(coords)), "positive_tiles": n_pos, "level": geom.level,
-            "mpp_source": geom.mpp_source, "seconds": round(time.perf_counter() - t0, 3)}
+            "mpp_source": geom.mpp_source, "tissue_fraction": round(tissue.tissue_fraction, 4),
+            "tissue_threshold": round(tissue.threshold, 4), "tissue_warning": low_tissue_warning(tissue),
+            "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def _save_mask_png(path: Path, thumb: np.ndarray, mask: np.ndarray, coords: np.ndarray, side: float, ds: float) -> None:
@@ -138,7 +141,8 @@ def tile_folder(slides: str | Path, out: str | Path, opts: TileOptions, annotati
                "wall_s": round(wall, 3), "tiles_per_s": round(tiles / wall, 1) if wall > 0 else None,
                "mode": opts.mode, "patch_size": opts.patch_size, "mpp": opts.mpp, "verify": opts.verify}
     write_report(out, "tiling", sorted(done, key=lambda r: r["slide"]), sorted(failed), summary)
-    return {**summary, "n_ok": len(done), "n_failed": len(failed), "failed": failed}
+    return {**summary, "n_ok": len(done), "n_failed": len(failed), "failed": failed,
+            "tissue_warnings": [f"{r['slide']}: {r['tissue_warning']}" for r in done if r["tissue_warning"]]}
 
 
 def _collect(path: Path, row, err, done: list, failed: list) -> None:
@@ -150,7 +154,7 @@ def _collect(path: Path, row, err, done: list, failed: list) -> None:
 
 def run_tile(cfg) -> int:
     """CLI runner of ``fastmed wsi tile``."""
-    tissue = TissueParams(threshold=cfg.tissue_threshold, median=cfg.median, close=cfg.close)
+    tissue = TissueParams(method=cfg.tissue_method, threshold=cfg.tissue_threshold, median=cfg.median, close=cfg.close)
     opts = TileOptions(patch_size=cfg.patch_size, mpp=cfg.mpp, assume_mpp=cfg.assume_mpp, step=cfg.step, mode=cfg.mode,
                        min_tissue=cfg.min_tissue, mask_downsample=cfg.mask_downsample, tissue=tissue,
                        min_tissue_patches=cfg.min_tissue_patches, max_hole_patches=cfg.max_hole_patches,
@@ -158,4 +162,6 @@ def run_tile(cfg) -> int:
     res = tile_folder(cfg.slides, cfg.out, opts, cfg.annotations, cfg.workers, cfg.overwrite, cfg.progress)
     print(f"tiled {res['n_ok']} slide(s), {res['tiles']} tiles in {res['wall_s']:.1f} s "
           f"({res['tiles_per_s']} tiles/s); {res['skipped_existing']} already done; output: {cfg.out}")
+    for line in res["tissue_warnings"]:
+        print(f"  warning: {line}")
     return batch_exit_status(res, Path(cfg.out))
