@@ -54,16 +54,16 @@ def _predict_images(predictor, source: Path, batch_size: int, run: Path) -> int:
 
     files = list_images(source)  # raises DataError when there is none
     done, probs, skipped = predictor.predict_files(files, batch_size=batch_size)
+    from fastmed.export.predictions import write_predictions
+
     names = predictor.class_names
-    rows = [{"path": str(path), "class": names[int(p.argmax())], "prob": float(p.max()),
-             **{f"p_{c}": float(v) for c, v in zip(names, p)}} for path, p in zip(done, probs)]
-    out = _write_rows(run / "predictions.csv", rows, ["path", "class", "prob", *[f"p_{c}" for c in names]])
+    out = write_predictions(run / "predictions.csv", done, probs, names)  # path,class,prob_<name>...
     for path, reason in skipped:
         print(f"[predict] skipped {path}: {reason}")
-    print(f"[predict] {len(rows)} images ({len(skipped)} skipped) with {predictor.runtime} → {out}")
-    for r in rows[:10]:
-        print(f"  {r['path']}: {r['class']} {r['prob']:.3f}")
-    return 0 if rows else 1
+    print(f"[predict] {len(done)} images ({len(skipped)} skipped) with {predictor.runtime} → {out}")
+    for path, p in list(zip(done, probs))[:10]:
+        print(f"  {path}: {names[int(p.argmax())]} {p.max():.3f}")
+    return 0 if done else 1
 
 
 def _write_rows(path: Path, rows: list[dict], fields: list[str]) -> Path:

@@ -1,8 +1,6 @@
 """``fastmed polyp predict``: per-image class probabilities from a classifier checkpoint."""
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 from fastmed.cfg.polyp import PolypPredictConfig
@@ -12,27 +10,13 @@ from fastmed.engine.run_dir import new_run_dir
 from fastmed.errors import FastmedError
 
 
-def write_predictions(path: Path, paths: list[Path], probs, class_names: list[str]) -> Path:
-    """CSV (``path,pred,p_<class>...``) or JSON (list of records), by suffix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    records = [{"path": str(p), "pred": class_names[int(pr.argmax())], **{f"p_{c}": float(v) for c, v in zip(class_names, pr)}}
-               for p, pr in zip(paths, probs)]
-    if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
-    else:
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=["path", "pred"] + [f"p_{c}" for c in class_names])
-            w.writeheader()
-            w.writerows(records)
-    return path
-
-
 def run_predict(cfg: PolypPredictConfig) -> dict:
     """Predict every readable image of ``cfg.source``; unreadable ones are skipped and listed.
 
     ``cfg.weights`` may be a ``.pt`` checkpoint or any export (``.onnx``, ``.ort``,
     TensorRT engine): one predictor path, ``fastmed.export.Predictor``.
     """
+    from fastmed.export.predictions import write_predictions
     from fastmed.export.predictor import Predictor
 
     predictor = Predictor(cfg.weights, device=cfg.device)
@@ -40,7 +24,7 @@ def run_predict(cfg: PolypPredictConfig) -> dict:
     files = list_images(cfg.source)
     done, probs, skipped = predictor.predict_files(files, batch_size=cfg.batch_size)
     out = Path(cfg.save) if cfg.save else new_run_dir("polyp", "predict", cfg.out) / "predictions.csv"
-    write_predictions(out, done, probs, names)
+    write_predictions(out, done, probs, names)  # the shared layout: path,class,prob_<name>...
     for p, pr in list(zip(done, probs))[:20]:
         print(f"{p}: {names[int(pr.argmax())]} ({pr.max():.3f})")
     if len(done) > 20:

@@ -2,12 +2,13 @@
 
 Writes ``<out>/masks/<stem>.png`` (0/255 at the image's own size; class
 indices for multi-class models), ``<out>/overlays/<stem>.png`` (mask tinted
-red with its outline) and ``<out>/predictions.csv`` (foreground fraction per
+red with its outline) and ``<out>/predictions.csv`` (``path,foreground_fraction`` per
 image). Unreadable images are skipped and listed at the end.
 """
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from PIL import Image
 from scipy import ndimage
 
 from fastmed.data.images import is_image_file, read_image, write_png
+from fastmed.engine.atomic import atomic_write_text
 from fastmed.engine.checkpoint import load_model
 from fastmed.engine.device import select_device
 from fastmed.engine.progress import progress
@@ -95,11 +97,12 @@ def run_predict(cfg) -> int:
             m = F.interpolate(m[None, None].float(), size=img.shape[:2], mode="nearest")[0, 0].byte().cpu().numpy()
             write_png(out / "masks" / f"{p.stem}.png", _mask_png(m, binary))
             write_png(out / "overlays" / f"{p.stem}.png", overlay_mask(img, m))
-            rows.append({"image": str(p), "foreground_fraction": round(float((m > 0).mean()), 5)})
-    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=["image", "foreground_fraction"])
-        w.writeheader()
-        w.writerows(rows)
+            rows.append({"path": str(p), "foreground_fraction": round(float((m > 0).mean()), 5)})
+    buf = io.StringIO()  # keyed on "path", like the classifiers' prediction files (fastmed.export.predictions)
+    w = csv.DictWriter(buf, fieldnames=["path", "foreground_fraction"])
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "predictions.csv", buf.getvalue())
     print(f"wrote {len(rows)} masks and overlays to {out}")
     if skipped:
         print(f"skipped {len(skipped)} unreadable image(s):")

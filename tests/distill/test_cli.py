@@ -59,7 +59,7 @@ def test_digits_distill_and_predict(tmp_path):
     out_csv = tmp_path / "pred.csv"
     assert main(["distill", "predict", f"weights={student}", f"source={src}", f"save={out_csv}", "device=cpu"]) == 0
     rows = list(csv.DictReader(out_csv.open()))
-    assert len(rows) == 3 and {r["pred"] for r in rows} <= {str(i) for i in range(10)}
+    assert len(rows) == 3 and {r["class"] for r in rows} <= {str(i) for i in range(10)}
 
 
 def test_synthetic_polyps_from_a_polyp_recognizer(synth_root, tmp_path):

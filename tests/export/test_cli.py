@@ -29,7 +29,7 @@ def test_predict_cli_folder_skips_bad_image(mobilenet_onnx, polyp_dir, tmp_path,
     assert main(["predict", "--weights", str(mobilenet_onnx), "--source", str(src), "--out", str(run)]) == 0
     rows = list(csv.DictReader(open(run / "predictions.csv")))
     assert len(rows) == len(list(src.iterdir())) - 1
-    assert {"path", "class", "prob", "p_adenoma"} <= set(rows[0])
+    assert list(rows[0]) == ["path", "class", "prob_adenoma", "prob_hyperplastic", "prob_normal"]
     assert "skipped" in capsys.readouterr().out
 
 
@@ -66,7 +66,7 @@ def test_polyp_predict_takes_an_onnx_export(mobilenet_onnx, mobilenet_ckpt, poly
         out = tmp_path / f"{weights.suffix[1:]}.csv"
         assert main(["polyp", "predict", "--weights", str(weights), "--source", str(polyp_dir / "val"), "--save", str(out)]) == 0
         outs.append(list(csv.DictReader(open(out))))
-    assert [r["pred"] for r in outs[0]] == [r["pred"] for r in outs[1]] and len(outs[0]) == 18
+    assert [r["class"] for r in outs[0]] == [r["class"] for r in outs[1]] and len(outs[0]) == 18
 
 
 def test_bench_min_metric_fails_when_no_row_was_measured(mobilenet_ckpt, polyp_dir, tmp_path, capsys):
@@ -124,3 +124,14 @@ def test_decompression_bomb_is_skipped_and_listed_by_every_image_command(mobilen
     assert main(["export", "--weights", str(mobilenet_ckpt), "--out", str(tmp_path / "m.onnx"), "--calib", str(src),
                  "--exporter", "torchscript"]) == 0
     assert "bomb.png" in capsys.readouterr().out
+
+
+def test_every_image_prediction_command_writes_one_layout(mobilenet_ckpt, polyp_dir, tmp_path):
+    """`fastmed predict` and `fastmed polyp predict` (which `distill predict` also runs): same header, same rows."""
+    src = polyp_dir / "val" / "adenoma"
+    assert main(["predict", "--weights", str(mobilenet_ckpt), "--source", str(src), "--out", str(tmp_path / "a")]) == 0
+    assert main(["polyp", "predict", "--weights", str(mobilenet_ckpt), "--source", str(src), "--save", str(tmp_path / "b.csv")]) == 0
+    a = (tmp_path / "a" / "predictions.csv").read_text().splitlines()
+    b = (tmp_path / "b.csv").read_text().splitlines()
+    assert a[0] == b[0] == "path,class,prob_adenoma,prob_hyperplastic,prob_normal"
+    assert a == b and len(a) == 1 + len(list(src.iterdir()))

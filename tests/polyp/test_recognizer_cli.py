@@ -50,7 +50,7 @@ def test_predict_skips_corrupt_images_and_writes_json(trained, synth_root, tmp_p
     records = json.loads(out.read_text())
     n_good = len(list((synth_root / "polyp" / "test" / "adenoma").glob("*.png")))
     assert len(records) == n_good
-    assert abs(sum(v for k, v in records[0].items() if k.startswith("p_")) - 1) < 1e-4
+    assert abs(sum(v for k, v in records[0].items() if k.startswith("prob_")) - 1) < 1e-4
     assert "broken.png" in capsys.readouterr().out
 
 
@@ -61,7 +61,7 @@ def test_predict_csv_from_a_list_file(trained, synth_root, tmp_path):
     out = tmp_path / "p.csv"
     assert main(["polyp", "predict", "--weights", str(trained / "weights" / "best.pt"), "--source", str(lst), "--save", str(out)]) == 0
     rows = list(csv.DictReader(open(out)))
-    assert [r["path"] for r in rows] == [str(p) for p in imgs] and rows[0]["pred"] in {"adenoma", "hyperplastic", "normal"}
+    assert [r["path"] for r in rows] == [str(p) for p in imgs] and rows[0]["class"] in {"adenoma", "hyperplastic", "normal"}
 
 
 def test_extra_data_and_weights_init(trained, synth_root, tmp_path, capsys):

@@ -15,7 +15,7 @@ def test_overlay_marks_mask_only():
     assert out[0, 0].tolist() == [0, 0, 0] and out[3, 3, 0] > 0 and out[2, 2].tolist() == [255, 40, 40]
 
 
-def test_seg_predict_cli(synth_root, tmp_path, capsys):
+def test_seg_predict_cli(synth_root, tmp_path, capsys, bomb_png):
     kwargs = {"base_width": 4, "depth": 2}
     ckpt = make_checkpoint(create_model("unet", **kwargs), task="seg", kind="segmenter", arch="unet",
                            arch_kwargs=kwargs, class_names=["polyp"], input_size=[32, 32])
@@ -25,15 +25,17 @@ def test_seg_predict_cli(synth_root, tmp_path, capsys):
     for p in sorted((synth_root / "seg" / "test" / "images").iterdir())[:3]:
         (src / p.name).write_bytes(p.read_bytes())
     (src / "broken.png").write_bytes(b"junk")
+    bomb_png(src / "bomb.png")  # a header claiming 20000 x 20000 pixels: skipped like any unreadable image
     out = tmp_path / "pred"
     rc = main(["seg", "predict", "--weights", str(weights), "--source", str(src), "--out", str(out), "--device", "cpu"])
     assert rc == 0
-    assert "skipped 1" in capsys.readouterr().out
+    assert "skipped 2" in capsys.readouterr().out
     masks = sorted((out / "masks").glob("*.png"))
     assert len(masks) == 3 and len(list((out / "overlays").glob("*.png"))) == 3
     m = np.asarray(Image.open(masks[0]))
     assert m.shape == (64, 64) and set(np.unique(m)) <= {0, 255}
-    assert (out / "predictions.csv").read_text().count("\n") == 4
+    csv_text = (out / "predictions.csv").read_text()
+    assert csv_text.startswith("path,foreground_fraction") and csv_text.count("\n") == 4
 
 
 def test_seg_predict_refuses_classifier(tmp_path):
