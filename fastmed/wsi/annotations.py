@@ -99,6 +99,25 @@ def positive_regions(regions: list[Region], exclude: tuple[str, ...] = DEFAULT_E
     return [r for r in regions if r.name.lower() not in ex]
 
 
+def outside_slide_warning(path: str | os.PathLike, regions: list[Region], width: int, height: int, limit: int = 3) -> str | None:
+    """A one-line warning naming ``path`` and the regions lying entirely outside the slide, or None.
+
+    ``width, height``: level-0 slide size. A region is outside when its
+    bounding box does not meet ``[0, width] x [0, height]`` (such a region
+    labels no patch; usually a wrong unit or the annotation of another slide).
+    """
+    out = []
+    for i, r in enumerate(regions, 1):
+        (x0, y0), (x1, y1) = r.exterior.min(0), r.exterior.max(0)
+        if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+            out.append(f"region {i} ({r.name or 'no class'}, x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f})")
+    if not out:
+        return None
+    shown = "; ".join(out[:limit]) + (f"; and {len(out) - limit} more" if len(out) > limit else "")
+    return (f"annotations {path}: {len(out)} of {len(regions)} region(s) lie entirely outside the slide "
+            f"({width}x{height} px at level 0) and label no patch: {shown}")
+
+
 def rasterize(regions: list[Region], width: int, height: int, downsample: float) -> np.ndarray:
     """Boolean ``(ceil(H/ds), ceil(W/ds))`` raster of the regions (holes cut out)."""
     from PIL import Image, ImageDraw

@@ -4,6 +4,9 @@ Slides are processed in parallel (processes); a slide that cannot be opened
 or read is skipped and listed in ``<out>/errors.csv`` while the others
 finish. Existing ``<out>/<slide_id>.h5`` files are kept unless ``overwrite``
 (files are written atomically, so an existing file is a finished slide).
+Slides whose ids clash (``s.tif`` / ``s.tiff``) are refused and reported
+(``slide_io.unique_slides``); annotation regions outside their slide and
+low tissue are warned about (``warnings`` of the summary, printed).
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ import numpy as np
 
 from fastmed.engine.progress import progress
 from fastmed.errors import DataError
-from fastmed.wsi.annotations import DEFAULT_EXCLUDE, find_annotation, positive_regions, rasterize, read_annotations
+from fastmed.wsi.annotations import (DEFAULT_EXCLUDE, find_annotation, outside_slide_warning, positive_regions, rasterize,
+                                     read_annotations)
 from fastmed.wsi.batch_report import batch_exit_status, write_report
 from fastmed.wsi.patch_file import PatchSet, write_patch_file
 from fastmed.wsi.slide_io import (find_slides, level_for_downsample, open_slide, patch_geometry, read_level, read_patch, slide_id,
@@ -65,9 +69,11 @@ def tile_slide(path: Path, out: Path, annotations: Path | None, opts: TileOption
         frac = coverage(mask, coords, geom.size0, mask_ds)
         keep = frac >= max(opts.min_tissue, 1e-6)
         coords, frac = coords[keep], frac[keep]
-        label_fraction, ann_file = None, find_annotation(annotations, sid)
+        label_fraction, ann_file, ann_warning = None, find_annotation(annotations, sid), None
         if ann_file is not None:
-            regions = positive_regions(read_annotations(ann_file), opts.exclude_classes)
+            regions = read_annotations(ann_file)
+            ann_warning = outside_slide_warning(ann_file, regions, width, height)
+            regions = positive_regions(regions, opts.exclude_classes)
             label_ds = max(1.0, geom.size0 / 16)
             label_fraction = coverage(rasterize(regions, width, height, label_ds), coords, geom.size0, label_ds)
         if opts.verify:
@@ -85,7 +91,7 @@ def tile_slide(path: Path, out: Path, annotations: Path | None, opts: TileOption
     return {"slide": sid, "tiles": int(len(coords)), "positive_tiles": n_pos, "level": geom.level,
             "mpp_source": geom.mpp_source, "tissue_fraction": round(tissue.tissue_fraction, 4),
             "tissue_threshold": round(tissue.threshold, 4), "tissue_warning": low_tissue_warning(tissue),
-            "seconds": round(time.perf_counter() - t0, 3)}
+            "annotation_warning": ann_warning, "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def _save_mask_png(path: Path, thumb: np.ndarray, mask: np.ndarray, coords: np.ndarray, side: float, ds: float) -> None:
@@ -142,7 +148,7 @@ def tile_folder(slides: str | Path, out: str | Path, opts: TileOptions, annotati
                "mode": opts.mode, "patch_size": opts.patch_size, "mpp": opts.mpp, "verify": opts.verify}
     write_report(out, "tiling", sorted(done, key=lambda r: r["slide"]), sorted(failed), summary)
     return {**summary, "n_ok": len(done), "n_failed": len(failed), "failed": failed,
-            "tissue_warnings": [f"{r['slide']}: {r['tissue_warning']}" for r in done if r["tissue_warning"]]}
+            "warnings": [f"{r['slide']}: {w}" for r in done for w in (r["tissue_warning"], r["annotation_warning"]) if w]}
 
 
 def _collect(path: Path, row, err, done: list, failed: list) -> None:
@@ -162,6 +168,6 @@ def run_tile(cfg) -> int:
     res = tile_folder(cfg.slides, cfg.out, opts, cfg.annotations, cfg.workers, cfg.overwrite, cfg.progress)
     print(f"tiled {res['n_ok']} slide(s), {res['tiles']} tiles in {res['wall_s']:.1f} s "
           f"({res['tiles_per_s']} tiles/s); {res['skipped_existing']} already done; output: {cfg.out}")
-    for line in res["tissue_warnings"]:
+    for line in res["warnings"]:
         print(f"  warning: {line}")
     return batch_exit_status(res, Path(cfg.out))

@@ -178,3 +178,24 @@ def test_heatmap_refuses_a_slide_id_that_is_a_path(pipeline, tmp_path, capsys):
     assert list(errors) == ["../../escaped"] and "cannot be used as a file name" in errors["../../escaped"]
     assert len(list(heat.glob("*_overview.png"))) == 3  # the other slides are kept
     assert "skipped ../../escaped" in capsys.readouterr().out
+
+
+def test_tile_warns_about_an_annotation_outside_its_slide(synth_root, tmp_path, capsys):
+    src = synth_root / "slides"
+    folder = tmp_path / "slides"
+    (folder / "annotations").mkdir(parents=True)
+    shutil.copy(src / "slide_001.tiff", folder / "s.tiff")
+    gj = json.loads((src / "annotations" / "slide_001.geojson").read_text())
+    n = len(gj["features"])
+    far = [[9000, 9000], [9100, 9000], [9100, 9100], [9000, 9000]]  # the slide is far smaller
+    gj["features"].append({"type": "Feature", "properties": {"classification": {"name": "Tumor"}},
+                           "geometry": {"type": "Polygon", "coordinates": [far]}})
+    ann = folder / "annotations" / "s.geojson"
+    ann.write_text(json.dumps(gj))
+    out = tmp_path / "tiles"
+    assert main(["wsi", "tile", "--slides", str(folder), "--out", str(out), "--workers", "1", *TILE]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "outside the slide" in ln]
+    assert len(lines) == 1 and lines[0].startswith(f"  warning: s: annotations {ann}: 1 of {n + 1} region(s)")
+    assert f"region {n + 1} (Tumor, x 9000..9100, y 9000..9100)" in lines[0]
+    row = json.loads((out / "tiling.json").read_text())["slides"][0]
+    assert row["annotation_warning"] in lines[0]
