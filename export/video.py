@@ -35,7 +35,12 @@ def _import_av():
 
 
 def video_frames(path: str | os.PathLike) -> Iterator[Frame]:
-    """Decode a video's first video stream; a packet that fails to decode yields its exception."""
+    """Decode a video's first video stream; a packet that fails to decode yields its exception.
+
+    A container that fails while being read (damaged beyond one packet) yields
+    that exception as a last bad frame and ends the stream. A packet FFmpeg
+    conceals or drops without an error cannot be seen here.
+    """
     av = _import_av()
     try:
         container = av.open(str(path))
@@ -46,7 +51,15 @@ def video_frames(path: str | os.PathLike) -> Iterator[Frame]:
             raise FastmedError(f"{path} has no video stream")
         stream = container.streams.video[0]
         index = 0
-        for packet in container.demux(stream):
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as exc:  # the container itself is damaged: report it and stop
+                yield index, exc
+                return
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as exc:  # a corrupt packet: one bad frame, keep going
