@@ -42,10 +42,10 @@ def endless(loader):
 
 def run_one(data: Path, n_train: int, seed: int, corr_weight: float, steps: int, args) -> dict:
     """Train one model for ``steps`` steps and score it on the ``val`` split."""
-    from fastmed.cfg.seg import SegTrainConfig
+    from fastmed.cfg.seg import SegContourConfig
     from fastmed.seg.contour.train import ContourTask, contour_splits
 
-    cfg = SegTrainConfig(data=str(data), method="contour", n_train=n_train, seed=seed, corr_weight=corr_weight,
+    cfg = SegContourConfig(data=str(data), n_train=n_train, seed=seed, corr_weight=corr_weight,
                          base_width=args.base_width, depth=3, batch_size=args.batch_size, lr=args.lr,
                          device="cpu", progress=False, augment=True)
     cfg.validate()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from fastmed.cfg.seg import SegTrainConfig
+from fastmed.cfg.seg import SegReweightConfig
 from fastmed.data.synthetic.seg import make_seg_dataset
 from fastmed.seg.reweight.train import train
 
@@ -69,7 +69,7 @@ def main() -> None:
     t_all = time.perf_counter()
     for seed in seeds:
         for name, opts in VARIANTS.items():
-            cfg = SegTrainConfig(data=str(data), out=str(work / "runs" / f"{name}_s{seed}"), seed=seed, device="cpu",
+            cfg = SegReweightConfig(data=str(data), out=str(work / "runs" / f"{name}_s{seed}"), seed=seed, device="cpu",
                                  progress=False, epochs=args.epochs, lr=args.lr, image_size=args.image_size,
                                  base_width=args.base_width, n_exact=args.n_exact, **opts)
             cfg.validate()
@@ -92,7 +92,7 @@ def main() -> None:
         }
     result = {
         "setup": {**vars(args), "seeds": seeds, "n_val": 16, "n_test": 32, "data_seed": 123, "method_defaults": {
-            k: getattr(SegTrainConfig(data="x"), k) for k in ("tau", "beta", "gamma_init", "update_rule", "gamma_loss", "lam", "batch_size", "lr")}},
+            k: getattr(SegReweightConfig(data="x"), k) for k in ("tau", "beta", "gamma_init", "update_rule", "gamma_loss", "lam", "batch_size", "lr")}},
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": args.threads,
                     "note": "shared 2-core CPU, other jobs running"},
         "total_seconds": round(time.perf_counter() - t_all, 1),

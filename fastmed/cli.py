@@ -11,7 +11,7 @@ import sys
 from typing import Sequence
 
 from fastmed._version import __version__
-from fastmed.cfg.base import Command, all_commands, format_help, parse_options
+from fastmed.cfg.base import Command, all_commands, format_help
 from fastmed.errors import FastmedError
 
 
@@ -67,15 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(argv) >= 1 and any(a in ("-h", "--help") for a in argv):
             task_cmds = [c for c in commands if c.task == argv[0]]
             if len(argv) >= 2 and argv[1] not in ("-h", "--help"):
-                cmd, _ = _find(commands, argv)
-                print(format_help(cmd))
+                cmd, rest = _find(commands, argv)
+                print(format_help(cmd, rest))
             elif task_cmds:
                 print("\n\n".join(format_help(c) for c in task_cmds))
             else:
                 _find(commands, argv)  # raises the unknown-task error
             return 0
         cmd, rest = _find(commands, argv)
-        cfg = parse_options(cmd.config, rest)
+        cfg = cmd.parse(rest)
         result = cmd.load_runner()(cfg)
     except FastmedError as exc:
         print(f"error: {exc}", file=sys.stderr)

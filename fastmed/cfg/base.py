@@ -37,21 +37,58 @@ def opt(default: Any = _MISSING, help: str = "", choices: Sequence[Any] | None =
 
 @dataclass(frozen=True)
 class Command:
-    """One ``fastmed TASK [MODE]`` command."""
+    """One ``fastmed TASK [MODE]`` command.
+
+    A command with ``variants`` has one config per value of its ``selector``
+    option (``seg train --method reweight|contour``): ``--method contour``
+    accepts and lists only the contour config's options. ``config`` is the
+    default variant (used when the selector is not given).
+    """
 
     task: str
     mode: str | None
     config: type
     runner: str  # "module:function", called with the config instance
     help: str
+    selector: str | None = None
+    variants: tuple[tuple[str, type], ...] = ()  # (selector value, config class), the default first
 
     @property
     def name(self) -> str:
         return f"{self.task} {self.mode}" if self.mode else self.task
 
+    def configs(self) -> list[type]:
+        """Every config class of the command (its variants, or ``[config]``)."""
+        return [cls for _, cls in self.variants] or [self.config]
+
     def load_runner(self) -> Callable[[Any], Any]:
         module, func = self.runner.split(":")
         return getattr(importlib.import_module(module), func)
+
+    def config_for(self, args: Sequence[str]) -> type:
+        """The config class that ``args`` select (``--<selector> VALUE``, also from ``--config``)."""
+        if not self.selector:
+            return self.config
+        keys = _given_options(args, set().union(*(_bool_fields(c) for c in self.configs())))
+        value = keys.get(self.selector, self.variants[0][0])
+        for name, cls in self.variants:
+            if str(value) == name:
+                return cls
+        raise ConfigError(f"option --{self.selector}: {value!r} is not one of {', '.join(n for n, _ in self.variants)}")
+
+    def parse(self, args: Sequence[str]) -> Any:
+        """The validated config of ``args``; another variant's options are an error naming them."""
+        cls = self.config_for(args)
+        own = {f.name for f in dataclasses.fields(cls)}
+        bools = set().union(*(_bool_fields(c) for c in self.configs()))
+        foreign = [k for k in _given_options(args, bools) if k not in own and
+                   any(k in {f.name for f in dataclasses.fields(c)} for c in self.configs())]
+        if foreign:
+            value = next(n for n, c in self.variants if c is cls)
+            names = ", ".join(f"--{k.replace('_', '-')}" for k in foreign)
+            raise ConfigError(f"{names} {'is not an option' if len(foreign) == 1 else 'are not options'} of "
+                              f"--{self.selector} {value} (see fastmed {self.name} --{self.selector} {value} --help)")
+        return parse_options(cls, args)
 
 
 def all_commands() -> list[Command]:
@@ -129,8 +166,46 @@ def convert(name: str, raw: Any, tp: Any) -> Any:
     raise ConfigError(f"option --{name.replace('_', '-')}: expected {type_name(tp)}, got {raw!r}")
 
 
+def require(cfg: Any, ok: Callable[[Any], bool], want: str, *names: str) -> None:
+    """``ConfigError`` for the first option of ``names`` whose value (unless None) fails ``ok``.
+
+    ``want`` completes "option --name must be ...". NaN fails every comparison, so it is refused too.
+    """
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and not ok(value):
+            raise ConfigError(f"option --{name.replace('_', '-')} must be {want}, got {value!r}")
+
+
+def at_least(cfg: Any, minimum: float, *names: str) -> None:
+    """Every option of ``names`` is ``>= minimum`` (or None)."""
+    require(cfg, lambda v: v >= minimum, f">= {minimum}", *names)
+
+
+def within(cfg: Any, lo: float, hi: float, *names: str, hi_open: bool = False) -> None:
+    """Every option of ``names`` is in ``[lo, hi]`` (``[lo, hi)`` with ``hi_open``), or None."""
+    require(cfg, (lambda v: lo <= v < hi) if hi_open else (lambda v: lo <= v <= hi),
+            f"in [{lo}, {hi}{')' if hi_open else ']'}", *names)
+
+
 def _norm(key: str) -> str:
     return key.lstrip("-").replace("-", "_")
+
+
+def _bool_fields(config_cls: type) -> set[str]:
+    hints = _type_hints(config_cls)
+    return {f.name for f in dataclasses.fields(config_cls) if _unwrap_optional(hints[f.name])[0] is bool}
+
+
+def _given_options(args: Sequence[str], bool_fields: set[str]) -> dict[str, Any]:
+    """Option name -> raw value of ``args``, ``--config FILE`` keys included (command line wins)."""
+    pairs = _split_args(args, bool_fields)
+    given: dict[str, Any] = {}
+    for key, raw in pairs:
+        if key == "config":
+            given.update({_norm(str(k)): v for k, v in _read_yaml(raw).items()})
+    given.update({key: raw for key, raw in pairs if key not in ("config", "help", "h")})
+    return given
 
 
 def _split_args(args: Sequence[str], bool_fields: set[str]) -> list[tuple[str, str | None]]:
@@ -165,7 +240,7 @@ def parse_options(config_cls: type, args: Sequence[str]) -> Any:
     """Build a ``config_cls`` instance from defaults, ``--config FILE`` and ``args``."""
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     hints = _type_hints(config_cls)
-    bool_fields = {n for n in fields if _unwrap_optional(hints[n])[0] is bool}
+    bool_fields = _bool_fields(config_cls)
     pairs = _split_args(args, bool_fields)
     values: dict[str, Any] = {}
 
@@ -202,7 +277,8 @@ def parse_options(config_cls: type, args: Sequence[str]) -> Any:
     return cfg
 
 
-def _load_yaml(path: str | None, fields: dict[str, Any]) -> dict[str, Any]:
+def _read_yaml(path: str | None) -> dict[Any, Any]:
+    """The mapping of a ``--config`` YAML file (errors name the file)."""
     import yaml
 
     if not path:
@@ -216,6 +292,11 @@ def _load_yaml(path: str | None, fields: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of option: value")
+    return data
+
+
+def _load_yaml(path: str | None, fields: dict[str, Any]) -> dict[str, Any]:
+    data = _read_yaml(path)
     out = {}
     for k, v in data.items():
         key = _norm(str(k))
@@ -227,11 +308,12 @@ def _load_yaml(path: str | None, fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def format_help(cmd: Command) -> str:
-    """The ``fastmed TASK MODE --help`` text: every option with type and default."""
-    hints = _type_hints(cmd.config)
+def format_help(cmd: Command, args: Sequence[str] = ()) -> str:
+    """The ``fastmed TASK MODE --help`` text: every option (of the variant ``args`` select) with type and default."""
+    config = cmd.config_for(args)
+    hints = _type_hints(config)
     lines = [f"usage: fastmed {cmd.name} [--option value ...]", "", cmd.help, "", "options:"]
-    for f in dataclasses.fields(cmd.config):
+    for f in dataclasses.fields(config):
         default = "required" if f.default is _MISSING and f.default_factory is _MISSING else (
             f.default if f.default is not _MISSING else f.default_factory()
         )
@@ -241,4 +323,8 @@ def format_help(cmd: Command) -> str:
         if f.metadata.get("help"):
             lines.append(f"      {f.metadata['help']}")
     lines.append("  --config FILE.yaml        options from a YAML file (command-line options win)")
+    others = [name for name, cls in cmd.variants if cls is not config]
+    if others:
+        lines.append(f"options of the other --{cmd.selector} values: "
+                     + ", ".join(f"fastmed {cmd.name} --{cmd.selector} {n} --help" for n in others))
     return "\n".join(lines)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastmed.cfg.base import Command, opt
+from fastmed.cfg.base import Command, opt, within
 from fastmed.cfg.common import TrainOptions
 from fastmed.cfg.polyp import PolypPredictConfig
 
@@ -50,8 +50,8 @@ class DistillTrainConfig(TrainOptions):
             raise ConfigError(f"option --prior-weight must be > 0 with --prior, got {self.prior_weight}")
         if self.prior_init_std <= 0:
             raise ConfigError(f"option --prior-init-std must be > 0, got {self.prior_init_std}")
-        if not 0.0 <= self.label_fraction <= 1.0:
-            raise ConfigError(f"option --label-fraction must be in [0, 1], got {self.label_fraction}")
+        within(self, 0.0, 1.0, "label_fraction")
+        within(self, 0.0, 1.0, "val_fraction", hi_open=True)
         if self.image_size is not None and self.image_size < 8:
             raise ConfigError(f"option --image-size must be >= 8, got {self.image_size}")
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastmed.cfg.base import Command, opt
-from fastmed.cfg.common import RunOptions
+from fastmed.cfg.base import Command, at_least, opt, require
+from fastmed.cfg.common import OutOptions, PredictOptions
 from fastmed.errors import ConfigError
 
 
@@ -34,12 +34,13 @@ class ExportConfig:
             raise ConfigError(f"option --batch must be >= 0 (0 = dynamic), got {self.batch}")
         if self.max_batch < 2:
             raise ConfigError(f"option --max-batch must be >= 2, got {self.max_batch}")
-        if self.max_drop < 0:
-            raise ConfigError(f"option --max-drop must be >= 0, got {self.max_drop}")
+        at_least(self, 0, "max_drop")
+        at_least(self, 1, "calib_images")
+        require(self, lambda v: v > 0, "> 0", "workspace_gb", "parity_tol")
 
 
 @dataclass(kw_only=True)
-class PredictConfig(RunOptions):
+class PredictConfig(PredictOptions):
     weights: str = opt(help="a .pt checkpoint, an .onnx/.ort file or a TensorRT engine")
     source: str = opt(help="an image, a folder of images, a video file, or a folder as an image sequence (--stream)")
     batch_size: int = opt(32, "images per forward pass (image mode)")
@@ -54,11 +55,16 @@ class PredictConfig(RunOptions):
             raise ConfigError(f"option --batch-size must be >= 1, got {self.batch_size}")
         if self.queue_size < 1:
             raise ConfigError(f"option --queue-size must be >= 1, got {self.queue_size}")
+        at_least(self, 1, "max_frames")
+        at_least(self, 0, "threads")
 
 
 @dataclass(kw_only=True)
-class BenchConfig(RunOptions):
+class BenchConfig(OutOptions):
+    """``fastmed bench``: each row runs on its backend's device (TensorRT on CUDA, the others on the CPU)."""
+
     weights: str = opt(help="a fastmed classifier checkpoint (.pt): the PyTorch reference row")
+    seed: int = opt(0, "random seed (parity images when --data is not given)")
     data: str | None = opt(None, "labelled class folder: accuracy per row (and parity images)")
     calib: str | None = opt(None, "image folder for int8 calibration (int8 rows are skipped without it)")
     formats: list[str] = opt(["pytorch", "onnx", "onnx-int8", "tensorrt-fp16", "tensorrt-int8"], "rows to run")
@@ -77,6 +83,7 @@ class BenchConfig(RunOptions):
             raise ConfigError(f"option --formats: unknown {bad}; choose from {', '.join(allowed)}")
         if self.batch < 1 or self.iters < 1 or self.warmup < 0:
             raise ConfigError(f"--batch and --iters must be >= 1 and --warmup >= 0, got {self.batch}, {self.iters}, {self.warmup}")
+        at_least(self, 0, "max_drop", "threads")
 
 
 COMMANDS = [

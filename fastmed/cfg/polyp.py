@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastmed.cfg.base import Command, opt
-from fastmed.cfg.common import RunOptions, TrainOptions
+from fastmed.cfg.base import Command, at_least, opt, within
+from fastmed.cfg.common import FitOptions, PredictOptions, RunOptions, TrainOptions
+from fastmed.errors import ConfigError
+
+MIN_IMAGE_SIZE = 8  # the classifiers downsample by 32; below 8 pixels there is nothing left to learn from
 
 
 @dataclass(kw_only=True)
@@ -18,25 +21,37 @@ class PolypTrainConfig(TrainOptions):
     pretrained: str | None = opt(None, "encoder weights from `fastmed polyp pretrain` (same --arch); the head stays random")
     extra_data: list[str] = opt([], "extra class-folder datasets (e.g. generated images) added to the training set; comma-separated")
 
+    def validate(self) -> None:
+        super().validate()
+        at_least(self, MIN_IMAGE_SIZE, "image_size")
+        within(self, 0.0, 1.0, "val_fraction", hi_open=True)
+
 
 @dataclass(kw_only=True)
-class PolypPredictConfig(RunOptions):
+class PolypPredictConfig(PredictOptions):
     weights: str = opt(help="a fastmed classifier checkpoint (.pt)")
     source: str = opt(help="an image, a folder (searched recursively) or a .txt list of image paths")
     batch_size: int = opt(64, "images per forward pass")
     save: str | None = opt(None, "write predictions to this .csv or .json file (default: <out>/predictions.csv)")
 
+    def validate(self) -> None:
+        at_least(self, 1, "batch_size")
 
 
 @dataclass(kw_only=True)
-class PolypAugmentConfig(TrainOptions):
-    """``fastmed polyp augment``: train the class-conditioned generator (G, restorer F, discriminator D)."""
+class PolypAugmentConfig(FitOptions):
+    """``fastmed polyp augment``: train the class-conditioned generator (G, restorer F, discriminator D).
+
+    No --batch-size (a batch is 2 x --per-class images of every class), no --workers (the images are
+    held in memory) and no --amp (the adversarial and Sinkhorn losses run in float32).
+    """
 
     data: str = opt(help="dataset folder with train/ class folders (or a folder of class folders)")
     image_size: int = opt(64, "image side in pixels (divisible by 4)")
     per_class: int = opt(4, "real images per class and half-batch (a step sees 2 x per_class x classes images)")
     steps_per_epoch: int = opt(50, "generator updates per epoch")
     lr: float = opt(2e-4, "Adam learning rate of G, F and D")
+    weight_decay: float = opt(0.0, "decoupled (AdamW) weight decay of G, F and D; 0 = plain Adam")
     base: int = opt(16, "channel width of G, F and D")
     w_adv: float = opt(1.0, "weight of the adversarial loss")
     w_gen: float = opt(10.0, "weight of the generation (cycle L1) loss")
@@ -52,13 +67,12 @@ class PolypAugmentConfig(TrainOptions):
 
     def validate(self) -> None:
         super().validate()
-        from fastmed.errors import ConfigError
-
-        if self.image_size % 4:
-            raise ConfigError(f"option --image-size must be divisible by 4, got {self.image_size}")
-        if self.per_class < 2 or self.steps_per_epoch < 1:
-            raise ConfigError(f"options --per-class >= 2 and --steps-per-epoch >= 1 needed, got {self.per_class}, {self.steps_per_epoch}")
-        if self.margin <= 0 or self.blur <= 0:
+        if self.image_size < MIN_IMAGE_SIZE or self.image_size % 4:
+            raise ConfigError(f"option --image-size must be divisible by 4 and >= {MIN_IMAGE_SIZE}, got {self.image_size}")
+        at_least(self, 2, "per_class")
+        at_least(self, 1, "steps_per_epoch", "base")
+        at_least(self, 0, "w_adv", "w_gen", "w_pred", "w_dist1", "w_dist2", "d_fake_class_weight")
+        if not (self.margin > 0 and self.blur > 0):
             raise ConfigError(f"options --margin and --blur must be > 0, got {self.margin}, {self.blur}")
 
 
@@ -73,10 +87,7 @@ class PolypGenerateConfig(RunOptions):
     batch_size: int = opt(32, "images per forward pass")
 
     def validate(self) -> None:
-        from fastmed.errors import ConfigError
-
-        if self.per_image < 1 or self.batch_size < 1:
-            raise ConfigError(f"options --per-image and --batch-size must be >= 1, got {self.per_image}, {self.batch_size}")
+        at_least(self, 1, "per_image", "batch_size")
 
 
 @dataclass(kw_only=True)
@@ -96,13 +107,12 @@ class PolypPretrainConfig(TrainOptions):
 
     def validate(self) -> None:
         super().validate()
-        from fastmed.errors import ConfigError
-
-        for name in ("bezier_prob", "shuffle_prob", "paint_prob", "outpaint_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"option --{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
-        if self.shuffle_window < 2:
-            raise ConfigError(f"option --shuffle-window must be >= 2, got {self.shuffle_window}")
+        within(self, 0.0, 1.0, "bezier_prob", "shuffle_prob", "paint_prob", "outpaint_share")
+        within(self, 0.0, 1.0, "val_fraction", hi_open=True)
+        at_least(self, MIN_IMAGE_SIZE, "image_size")
+        at_least(self, 1, "num_classes")
+        if not 2 <= self.shuffle_window <= self.image_size:
+            raise ConfigError(f"option --shuffle-window must be in [2, --image-size {self.image_size}], got {self.shuffle_window}")
 
 
 COMMANDS = [

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastmed.cfg.base import Command, opt
+from fastmed.cfg.base import Command, at_least, opt
 
 
 @dataclass(kw_only=True)
@@ -14,6 +14,10 @@ class SynthConfig:
     parts: list[str] = opt(["polyp", "seg", "slides"], "which datasets to write (comma-separated)")
     shift: float = opt(1.0, "illumination/colour shift strength of the polyp test_shift split (0 = none)")
     image_size: int = opt(64, "polyp and segmentation image side in pixels")
+
+    def validate(self) -> None:
+        at_least(self, 8, "image_size")
+        at_least(self, 0, "shift")
 
 
 COMMANDS = [

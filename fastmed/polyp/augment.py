@@ -86,8 +86,9 @@ class GeneratorTask:
         self.F = create_model("cond_generator", **{**self.g_kwargs, "noise_channels": 0}).to(device)
         self.D = create_model("cond_discriminator", num_classes=K, base=cfg.base).to(device)
         self.phi = frozen_feature_net(cfg.features, cfg.feature_arch, K, cfg.seed, device)
-        self.opt_g = torch.optim.Adam(list(self.G.parameters()) + list(self.F.parameters()), lr=cfg.lr, betas=(0.5, 0.999))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        adam = {"lr": cfg.lr, "betas": (0.5, 0.999), "weight_decay": cfg.weight_decay}  # AdamW with weight_decay 0 is Adam
+        self.opt_g = torch.optim.AdamW(list(self.G.parameters()) + list(self.F.parameters()), **adam)
+        self.opt_d = torch.optim.AdamW(self.D.parameters(), **adam)
         self.by_class = [torch.nonzero(data.labels == k).flatten() for k in range(K)]
         missing = [data.class_names[k] for k in range(K) if len(self.by_class[k]) == 0]
         if missing:

@@ -28,7 +28,7 @@ def run(ctx: DemoContext) -> DemoSection:
         metrics[f"{split} macro-F1"] = res["macro_f1"]
         images.append(plot_confusion(res["confusion"], res["class_names"], out / f"confusion_{split}.png", f"{split} ({res['n']} images)"))
     pred = run_predict(PolypPredictConfig(weights=summary["weights"], source=str(data / "test"), save=str(out / "test_predictions.csv"),
-                                          device=ctx.device, progress=ctx.progress))
+                                          device=ctx.device))
     metrics["test images predicted"] = pred["n"]
     return DemoSection(
         title="polyp recognizer (resnet18, random init)",

@@ -19,7 +19,8 @@ also holds ``restoration.png`` (corrupted / restored / original).
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from functools import partial
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -80,6 +81,25 @@ class RestorationNet(nn.Module):
         return torch.sigmoid(out)
 
 
+class CorruptedImages(torch.utils.data.Dataset):
+    """``(corrupted, clean)`` pairs of ``(3, S, S)`` images in [0, 1] for a DataLoader.
+
+    Item ``i`` of epoch ``epoch`` is flipped (half of the time) and corrupted with its own
+    generator seeded by ``(seed, epoch, i)``, so the batches do not depend on ``--workers``.
+    """
+
+    def __init__(self, images: torch.Tensor, corrupt_fn: Callable[[torch.Tensor, np.random.Generator], torch.Tensor], seed: int):
+        self.images, self.corrupt_fn, self.seed, self.epoch = images, corrupt_fn, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        clean = self.images[i].flip(2) if rng.random() < 0.5 else self.images[i]
+        return self.corrupt_fn(clean, rng), clean
+
+
 class PretrainTask:
     """The ``TrainTask`` of ``polyp pretrain``: restore corrupted images (MSE)."""
 
@@ -87,31 +107,21 @@ class PretrainTask:
         self.cfg, self.device, self.run = cfg, device, run
         self.classifier = create_model(cfg.arch, num_classes=cfg.num_classes)
         self.net = RestorationNet(self.classifier, cfg.image_size).to(device)
-        self.train_images = train
-        self.rng = np.random.default_rng(cfg.seed)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.corrupt = partial(corrupt, bezier_prob=cfg.bezier_prob, shuffle_prob=cfg.shuffle_prob, shuffle_window=cfg.shuffle_window,
+                               paint_prob=cfg.paint_prob, outpaint_share=cfg.outpaint_share)
+        self.train_set = CorruptedImages(train, self.corrupt, cfg.seed)
+        self.loader = torch.utils.data.DataLoader(
+            self.train_set, batch_size=min(cfg.batch_size, len(train)), shuffle=True, drop_last=True,
+            generator=torch.Generator().manual_seed(cfg.seed), num_workers=cfg.workers)
         val_rng = np.random.default_rng([cfg.seed, 1])
         self.val_clean = val
-        self.val_corrupt = torch.stack([self._corrupt(img, val_rng) for img in val]) if len(val) else val
+        self.val_corrupt = torch.stack([self.corrupt(img, val_rng) for img in val]) if len(val) else val
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.steps_per_epoch = max(1, len(train) // cfg.batch_size)
-
-    def _corrupt(self, img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        c = self.cfg
-        return corrupt(img, rng, bezier_prob=c.bezier_prob, shuffle_prob=c.shuffle_prob, shuffle_window=c.shuffle_window,
-                       paint_prob=c.paint_prob, outpaint_share=c.outpaint_share)
-
-    def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        clean = self.train_images[idx].clone()
-        flip = torch.rand(len(idx), generator=self.gen) < 0.5
-        clean[flip] = clean[flip].flip(3)
-        return torch.stack([self._corrupt(img, self.rng) for img in clean]), clean
 
     def train_batches(self, epoch: int) -> Iterator[Any]:
         self.net.train()
-        order = torch.randperm(len(self.train_images), generator=self.gen)
-        bs = min(self.cfg.batch_size, len(order))
-        return (self._batch(order[i * bs:(i + 1) * bs]) for i in range(self.steps_per_epoch))
+        self.train_set.epoch = epoch  # read by the workers, which start when the loader is iterated
+        return iter(self.loader)
 
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
         corrupted, clean = batch[0].to(self.device), batch[1].to(self.device)

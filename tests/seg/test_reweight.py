@@ -140,7 +140,6 @@ def test_config_errors(synth_root, tmp_path):
 
 
 def _parse(args):
-    from fastmed.cfg.base import parse_options
-    from fastmed.cfg.seg import SegTrainConfig
+    from fastmed.cfg.seg import COMMANDS
 
-    return parse_options(SegTrainConfig, args)
+    return COMMANDS[0].parse(args)

@@ -5,7 +5,7 @@ import time
 
 import torch
 
-from fastmed.cfg.seg import SegTrainConfig
+from fastmed.cfg.seg import SegContourConfig
 from fastmed.demo import DemoContext, DemoSection
 from fastmed.seg.contour.train import train
 
@@ -15,7 +15,7 @@ EPOCHS = 25  # 8.5 s measured on an idle 2-core CPU
 def run(ctx: DemoContext) -> DemoSection:
     """Train a small mask + correlation U-Net from the GeoJSON contours (8.5 s measured on an idle 2-core CPU)."""
     out = ctx.stage_dir("seg-contour") / "run"
-    cfg = SegTrainConfig(data=str(ctx.data / "seg"), method="contour", out=str(out), epochs=EPOCHS, batch_size=8,
+    cfg = SegContourConfig(data=str(ctx.data / "seg"), out=str(out), epochs=EPOCHS, batch_size=8,
                          image_size=64, base_width=8, depth=3, lr=3e-3, seed=ctx.seed, device=ctx.device,
                          progress=ctx.progress, overlays=4)
     cfg.validate()

@@ -1,4 +1,4 @@
-"""The contour trainer: ``train(cfg: SegTrainConfig) -> dict`` (``fastmed seg train --method contour``).
+"""The contour trainer: ``train(cfg: SegContourConfig) -> dict`` (``fastmed seg train --method contour``).
 
 A U-Net (``fastmed.nets.unet.UNet`` with ``extra_heads={"corr": 1}``) predicts
 the mask logits and the correlation logits of every pixel. Labels come only

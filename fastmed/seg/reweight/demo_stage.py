@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from fastmed.cfg.seg import SegPredictConfig, SegTrainConfig
+from fastmed.cfg.seg import SegPredictConfig, SegReweightConfig
 from fastmed.demo import DemoContext, DemoSection
 from fastmed.seg.predict import run_predict
 from fastmed.seg.reweight.train import train
@@ -15,7 +15,7 @@ def run(ctx: DemoContext) -> DemoSection:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a small U-Net: one thread is faster than two contended ones
     try:
-        cfg = SegTrainConfig(data=str(data), method="reweight", out=str(out / "train"), seed=ctx.seed, device=ctx.device,
+        cfg = SegReweightConfig(data=str(data), out=str(out / "train"), seed=ctx.seed, device=ctx.device,
                              progress=ctx.progress, epochs=20, lr=3e-3, image_size=32, base_width=8, n_exact=8, overlays=4)
         cfg.validate()
         s = train(cfg)

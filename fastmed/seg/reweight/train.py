@@ -1,4 +1,4 @@
-"""The reweighting trainer: ``train(cfg: SegTrainConfig) -> dict``.
+"""The reweighting trainer: ``train(cfg: SegReweightConfig) -> dict``.
 
 Per step: an exact batch and a rough batch give ``mean exact loss + mean(gamma_k * rough loss_k)``;
 with ``--mixing`` a main and an auxiliary U-Net (different initialisations) are trained side by
@@ -23,7 +23,7 @@ import torch
 
 from fastmed.engine.atomic import atomic_write_text
 from fastmed.engine.checkpoint import load_model, make_checkpoint
-from fastmed.engine.device import select_device
+from fastmed.engine.device import autocast, select_device
 from fastmed.engine.fit import FitLoop
 from fastmed.engine.run_dir import RunDir, new_run_dir
 from fastmed.engine.seed import seed_everything
@@ -136,11 +136,19 @@ class ReweightTask:
         return x.to(self.device), y.to(self.device)
 
     # --- the method ----------------------------------------------------------
+    def _logits(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)`` float32 logits of ``x (B, 3, H, W)``; bf16 autocast on CUDA with ``--amp``.
+
+        Training forward passes only: the gradient dot products of the weight update stay in float32.
+        """
+        with autocast(self.device, self.cfg.amp):
+            return model(x).float()
+
     def supervised_loss(self, model: torch.nn.Module, xe, ye, xr, yr, gamma) -> torch.Tensor:
         """Mean exact loss + mean gamma-weighted rough loss."""
-        loss = seg_loss(model(xe), ye).mean()
+        loss = seg_loss(self._logits(model, xe), ye).mean()
         if xr is not None:
-            loss = loss + (gamma * seg_loss(model(xr), yr)).mean()
+            loss = loss + (gamma * seg_loss(self._logits(model, xr), yr)).mean()
         return loss
 
     def mixed_batch(self) -> dict[str, torch.Tensor]:
@@ -157,8 +165,8 @@ class ReweightTask:
     def mixed_loss(self, model, other, m: dict[str, torch.Tensor]) -> torch.Tensor:
         """``mean over pairs of gamma_i l_i + gamma_j l_j + lambda (gamma_i + gamma_j)/2 r_ij``."""
         with torch.no_grad():
-            pseudo = (mix(m["region"], torch.sigmoid(other(m["xi"])), torch.sigmoid(other(m["xj"]))) > 0.5).float()
-        logits = model(m["x"])
+            pseudo = (mix(m["region"], torch.sigmoid(self._logits(other, m["xi"])), torch.sigmoid(self._logits(other, m["xj"]))) > 0.5).float()
+        logits = self._logits(model, m["x"])
         l_i = region_bce(logits, m["y"], m["region"])
         l_j = region_bce(logits, m["y"], 1 - m["region"])
         r_ij = region_bce(logits, pseudo, torch.ones_like(pseudo))
