@@ -38,7 +38,7 @@ def synth_root(tmp_path_factory):
 
 
 @pytest.fixture
-def bomb_png(tmp_path):
+def bomb_png():
     """``bomb_png(path)`` writes a ~100-byte PNG whose header claims 20000 x 20000 pixels (a decompression bomb)."""
     import struct
     import zlib
