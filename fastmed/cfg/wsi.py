@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastmed.cfg.base import Command, opt
-from fastmed.cfg.common import RunOptions, TrainOptions
+from fastmed.cfg.common import BatchOptions, PredictOptions
 from fastmed.errors import ConfigError
 
 TILING_MODES = ("pad", "drop", "bbox")  # same as fastmed.wsi.tiling.TILING_MODES (kept import-free here)
@@ -77,7 +77,7 @@ class WsiFeaturesConfig:
 
 
 @dataclass(kw_only=True)
-class WsiTrainConfig(TrainOptions):
+class WsiTrainConfig(BatchOptions):  # no --workers: bags are in memory, batches are cut from them (no DataLoader)
     features: str = opt(help="folder written by `fastmed wsi features`")
     labels: str = opt(help="CSV with columns slide_id,label")
     positive: str = opt("tumor", "the label value of abnormal slides (every other value is negative)")
@@ -109,16 +109,17 @@ class WsiTrainConfig(TrainOptions):
 
 
 @dataclass(kw_only=True)
-class WsiPredictConfig(RunOptions):
+class WsiPredictConfig(PredictOptions):  # deterministic: no --seed
     weights: str = opt(help="a `fastmed wsi train` checkpoint (weights/best.pt)")
     features: str = opt(help="folder of per-slide feature files (`fastmed wsi features` with the training encoder)")
     labels: str | None = opt(None, "optional CSV slide_id,label: adds AUC/accuracy/F1 to the output")
     threshold: float | None = opt(None, "slide probability threshold (default: the checkpoint's, 0.5)")
     save: str | None = opt(None, "predictions file .csv (default: <out>/predictions.csv)")
+    progress: bool = opt(True, "show a progress bar over the slides")
 
 
 @dataclass(kw_only=True)
-class WsiHeatmapConfig(RunOptions):
+class WsiHeatmapConfig(PredictOptions):  # deterministic: no --seed
     weights: str = opt(help="a `fastmed wsi train` checkpoint")
     features: str = opt(help="folder of per-slide feature files")
     slides: str | None = opt(None, "folder holding the slides (default: the paths recorded at tiling)")
@@ -126,6 +127,7 @@ class WsiHeatmapConfig(RunOptions):
     max_side: int = opt(2048, "longest side of the heatmap images in pixels")
     alpha: float = opt(0.5, "overlay opacity")
     patch_threshold: float = opt(0.5, "patches whose probability x sigmoid(attention) reaches this go into the GeoJSON")
+    progress: bool = opt(True, "show a progress bar over the slides")
 
 
 COMMANDS = [

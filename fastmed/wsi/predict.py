@@ -11,6 +11,7 @@ import torch
 from fastmed.engine.atomic import atomic_write_json, atomic_write_text
 from fastmed.engine.checkpoint import load_model
 from fastmed.engine.device import select_device
+from fastmed.engine.progress import progress
 from fastmed.engine.run_dir import new_run_dir
 from fastmed.errors import FastmedError
 from fastmed.wsi.bags import SlideBag, iter_bags, read_labels
@@ -50,7 +51,8 @@ def run_predict(cfg) -> int:
     labels = read_labels(cfg.labels) if cfg.labels else None
     positive = meta.get("positive", "tumor")
     bags, preds, skipped = [], [], []
-    for bag in iter_bags(cfg.features, labels, positive, skipped):  # one slide's features in memory at a time
+    bags_in = iter_bags(cfg.features, labels, positive, skipped)  # one slide's features in memory at a time
+    for bag in progress(bags_in, desc="predict", enabled=cfg.progress):
         check_features([bag], ckpt)
         preds.append(predict_bags(model, [bag], device)[0])
         bag.features = bag.features[:0]  # keep ids, coordinates and patch labels only
