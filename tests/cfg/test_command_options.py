@@ -9,6 +9,8 @@ import torch
 from fastmed.cfg.base import all_commands
 from fastmed.cli import main
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
+
 
 def _help(capsys, *argv: str) -> set[str]:
     assert main([*argv, "--help"]) == 0

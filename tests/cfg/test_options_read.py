@@ -22,6 +22,8 @@ import pytest
 import fastmed
 from fastmed.cfg.base import Command, all_commands, parse_options
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see tests/conftest.py
+
 _IGNORED_CALLERS = (str(Path(fastmed.__file__).parent / "cfg"), dataclasses.__file__)
 
 # (command, variant, options) in run order: later runs use earlier runs' checkpoints ({name} placeholders)
