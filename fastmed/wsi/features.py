@@ -5,8 +5,9 @@ slide (DataLoader workers, each with its own OpenSlide handle), and writes
 ``<out>/<slide_id>.h5`` with the same coordinates/labels plus ``features
 (T, F)`` and the encoder's provenance (``fastmed.wsi.encoders``). Existing
 outputs are kept (resume) when they come from the same encoder (name and
-weights hash); outputs of another encoder or seed are refused, since one
-folder must never mix them (``--overwrite`` re-extracts every slide). A slide
+weights hash, which a random init's seed determines); outputs of another
+encoder are refused, since one folder must never mix them (``--overwrite``
+re-extracts every slide). A slide
 that fails is skipped and reported in ``<out>/errors.csv``.
 """
 from __future__ import annotations
