@@ -7,8 +7,8 @@ slide (DataLoader workers, each with its own OpenSlide handle), and writes
 outputs are kept (resume) when they come from the same encoder (name and
 weights hash, which a random init's seed determines); outputs of another
 encoder are refused, since one folder must never mix them (``--overwrite``
-re-extracts every slide). A slide
-that fails is skipped and reported in ``<out>/errors.csv``.
+re-extracts every slide). A slide that fails is skipped and reported in
+``<out>/errors.csv``.
 """
 from __future__ import annotations
 
