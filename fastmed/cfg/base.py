@@ -71,6 +71,8 @@ class Command:
             return self.config
         keys = _given_options(args, set().union(*(_bool_fields(c) for c in self.configs())))
         value = keys.get(self.selector, self.variants[0][0])
+        if value is None:
+            raise ConfigError(f"option --{self.selector} needs a value: {', '.join(n for n, _ in self.variants)}")
         for name, cls in self.variants:
             if str(value) == name:
                 return cls

@@ -103,6 +103,13 @@ def test_seg_method_refuses_the_other_methods_options(capsys, tmp_path, argv, na
     assert err.startswith(f"error: {named}") and err.count("\n") == 1
 
 
+def test_seg_method_needs_a_known_value(capsys):
+    assert main(["seg", "train", "--data", "d", "--method", "--epochs", "2"]) == 2
+    assert capsys.readouterr().err == "error: option --method needs a value: reweight, contour\n"
+    assert main(["seg", "train", "--data", "d", "--method", "magic"]) == 2
+    assert capsys.readouterr().err == "error: option --method: 'magic' is not one of reweight, contour\n"
+
+
 def test_seg_method_from_a_config_file(tmp_path):
     from fastmed.cfg.seg import COMMANDS, SegContourConfig
 
