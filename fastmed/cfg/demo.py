@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastmed.cfg.base import opt
+from fastmed.cfg.base import at_least, opt
 
 
 @dataclass(kw_only=True)
@@ -13,6 +13,9 @@ class DemoConfig:
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
     stages: list[str] = opt([], "run only these stages (comma-separated; default all)")
     progress: bool = opt(True, "show progress bars")
+
+    def validate(self) -> None:
+        at_least(self, 0, "seed")
 
 
 from fastmed.cfg.base import Command  # noqa: E402

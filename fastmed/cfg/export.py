@@ -36,6 +36,7 @@ class ExportConfig:
             raise ConfigError(f"option --max-batch must be >= 2, got {self.max_batch}")
         at_least(self, 0, "max_drop")
         at_least(self, 1, "calib_images")
+        at_least(self, 7, "opset")
         require(self, lambda v: v > 0, "> 0", "workspace_gb", "parity_tol")
 
 

@@ -17,6 +17,7 @@ class SynthConfig:
 
     def validate(self) -> None:
         at_least(self, 8, "image_size")
+        at_least(self, 0, "seed")
         at_least(self, 0, "shift")
 
 
