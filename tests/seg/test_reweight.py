@@ -116,13 +116,19 @@ def test_seg_train_reweight_cli_end_to_end(synth_root, tmp_path, one_thread):
     rows = list(csv.reader(open(out / "gamma_history.csv")))
     assert len(rows[0]) == 1 + 12 and len(rows) >= 3  # 12 rough images; initial row + one per step
     assert {float(v) for v in rows[-1][1:]} != {1.0}  # the update moved some weights
-    summary = json.loads((out / "summary.json").read_text())
-    assert 0.0 <= summary["val"]["dice"] <= 1.0 and 0.0 <= summary["gamma_auc"] <= 1.0 and "test" in summary
+    assert "test/dice" in json.loads((out / "summary.json").read_text())["metrics"]
     ckpt = load_checkpoint(out / "weights" / "best.pt")
     assert ckpt["kind"] == "segmenter" and ckpt["input_size"] == [32, 32]
     # resume to a second epoch keeps the weights' history
     assert main(args[:-2] + ["--epochs", "2", "--resume", "--overlays", "0"]) == 0
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    # the method learns. gamma ranks the deliberately wrong rough masks below the right ones (AUC 0.5 = chance;
+    # seeds 0-3 gave 1.0, 1.0, 0.944, 1.0), and the training loss falls (epoch 2 / epoch 1 = 0.88, 0.93, 0.88
+    # for seeds 0-2). The Dice of this width-4 U-Net after 2 epochs is too seed-dependent (0.1-0.6) for a
+    # threshold; the reweight evidence's quick run checks it.
+    assert json.loads((out / "summary.json").read_text())["metrics"]["gamma_auc"] >= 0.8
+    assert records[1]["train/loss"] < 0.97 * records[0]["train/loss"]
     assert main(["seg", "predict", "--weights", str(out / "weights" / "best.pt"), "--source",
                  str(synth_root / "seg" / "test" / "images"), "--out", str(tmp_path / "pred"), "--device", "cpu"]) == 0
     assert len(list((tmp_path / "pred" / "masks").glob("*.png"))) == 6
