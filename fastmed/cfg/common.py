@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastmed.cfg.base import opt
+from fastmed.cfg.base import at_least, opt
 
 
 @dataclass(kw_only=True)
@@ -40,6 +40,9 @@ class RunOptions(PredictOptions):
     seed: int = opt(0, "random seed (Python, NumPy, torch)")
     progress: bool = opt(True, "show progress bars")
 
+    def validate(self) -> None:
+        at_least(self, 0, "seed")  # NumPy refuses negative seeds
+
 
 @dataclass(kw_only=True)
 class FitOptions(RunOptions):
@@ -53,6 +56,7 @@ class FitOptions(RunOptions):
     def validate(self) -> None:
         from fastmed.errors import ConfigError
 
+        super().validate()
         if self.epochs < 1:
             raise ConfigError(f"option --epochs must be >= 1, got {self.epochs}")
         if self.lr <= 0:

@@ -84,7 +84,7 @@ class BenchConfig(OutOptions):
             raise ConfigError(f"option --formats: unknown {bad}; choose from {', '.join(allowed)}")
         if self.batch < 1 or self.iters < 1 or self.warmup < 0:
             raise ConfigError(f"--batch and --iters must be >= 1 and --warmup >= 0, got {self.batch}, {self.iters}, {self.warmup}")
-        at_least(self, 0, "max_drop", "threads")
+        at_least(self, 0, "max_drop", "threads", "seed")
 
 
 COMMANDS = [

@@ -87,6 +87,7 @@ class PolypGenerateConfig(RunOptions):
     batch_size: int = opt(32, "images per forward pass")
 
     def validate(self) -> None:
+        super().validate()
         at_least(self, 1, "per_image", "batch_size")
 
 
