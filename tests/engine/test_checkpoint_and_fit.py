@@ -115,8 +115,10 @@ def test_atomic_write_gives_the_usual_file_mode(tmp_path):
 
 
 def test_classifiers_use_a_batchnorm_momentum_that_settles_in_short_trainings():
-    from fastmed.nets.classifiers import BN_MOMENTUM
     from fastmed.nets.registry import create_model
 
+    # after n training steps the running statistics keep a weight (1 - momentum)^n of their initial values; a
+    # small dataset trains for a few hundred steps, so after 100 steps that weight must be under 1%.
+    # torchvision's MobileNetV3 momentum 0.01 leaves 0.99^100 = 37%; PyTorch's default 0.1 leaves 0.003%.
     bns = [m for m in create_model("mobilenet_v3_small", num_classes=3).modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert bns and all(m.momentum == BN_MOMENTUM for m in bns)
+    assert bns and all((1 - m.momentum) ** 100 < 0.01 for m in bns)
