@@ -3,10 +3,11 @@
 Default method ``od``: optical density above the slide's own glass.
 
 1. Median blur of each channel (``median``), so single noisy pixels do not count.
-2. Glass colour = the per-channel median of the brightest luminance mode that
-   holds at least 1 % of the pixels (pure white 255 padding, which OpenSlide
-   returns outside the scanned area, is ignored; a coloured mode means tissue
-   fills the view, and white is used). The spread of its bright side gives the glass noise.
+2. Glass colour = the per-channel median of the brightest luminance mode of the
+   near-neutral pixels that holds at least 1 % of the pixels (pure white 255
+   padding, which OpenSlide returns outside the scanned area, is ignored; no such
+   mode means tissue fills the view, and white is used). The spread of its
+   bright side gives the glass noise.
 3. Optical density per channel relative to glass,
    ``OD_c = log10((glass_c + 1) / (I_c + 1))`` (clipped at 0), and its sum over
    the channels: the distance to glass. Every stain absorbs light, pale
@@ -16,7 +17,12 @@ Default method ``od``: optical density above the slide's own glass.
    ``OD_FLOOR = 0.04`` is 3 % darker than glass in each channel: under the pale
    hematoxylin stroma of a real IHC section (summed OD about 0.1 at this scale)
    and above the flat-field drift of a clean scan.
-5. Artefacts out: pen ink by its OD signature (no H&E or DAB stain has it):
+5. Uneven illumination (vignetting, scan stripes): a first mask, without the
+   faint neutral pixels that are shading rather than stain, leaves the glass
+   pixels; the glass colour is fitted over them as a quadratic surface in
+   (x, y) and steps 3-4 are redone relative to that local glass (its residuals
+   give the noise). Skipped when under 5 % of the thumbnail is glass.
+6. Artefacts out: pen ink by its OD signature (no H&E or DAB stain has it):
    blue ink absorbs red far more than blue (``OD_B < 0.3 OD_R``, ``OD_G < 0.8 OD_R``),
    green ink absorbs green least (``OD_G < 0.75 min(OD_R, OD_B)``), black ink is
    dark and neutral (summed OD > 1.2, chroma < 0.12). Strict pixels are grown into
@@ -24,7 +30,7 @@ Default method ``od``: optical density above the slide's own glass.
    a stroke goes with it, then dilated by one pixel. Then whole components whose
    mean OD is neutral grey (chroma < ``GREY_CHROMA``: dust, bubble rims, print,
    coverslip edges) are dropped; stained tissue is coloured.
-6. Morphological closing, tissue pieces under ``min_area`` dropped (dust specks),
+7. Morphological closing, tissue pieces under ``min_area`` dropped (dust specks),
    holes under ``max_hole_area`` filled.
 
 Why not Otsu: on a section with three populations (glass, pale stroma, strong
@@ -45,7 +51,7 @@ so they do not depend on the ink's darkness.
 
 Method ``saturation`` is the previous default (CLAM-style): HSV saturation →
 median blur → Otsu (never below 8) or ``--tissue-threshold`` in 0..255 → the same
-step 6, no artefact rejection. Kept for comparison and for old runs.
+step 7, no artefact rejection. Kept for comparison and for old runs.
 """
 from __future__ import annotations
 
@@ -63,6 +69,9 @@ LOW_TISSUE_RATIO = 0.75  # warn when the mask covers less than this fraction of 
 SATURATION_FLOOR = 8     # saturation method: Otsu is never allowed below this (blank slides)
 GLASS_MIN_FRACTION = 0.01  # a luminance mode must hold this fraction of the pixels to be glass
 GLASS_MAX_TINT = 20      # glass is near neutral: its channels differ by at most this (0..255)
+SHADING_OD, SHADING_CHROMA = 0.15, 0.05  # faint and neutral: shading of the glass (for the glass fit only)
+GLASS_TINT_TOL = 6       # glass pixels for the fit keep the glass mode's tint within this (0..255)
+SURFACE_MIN_FRACTION = 0.05  # fit the glass surface only when at least this much of the image is glass
 
 
 @dataclass(frozen=True)
@@ -112,34 +121,70 @@ def otsu_threshold(values: np.ndarray) -> int:
 def estimate_glass(rgb: np.ndarray) -> tuple[np.ndarray, float]:
     """Glass colour ``(3,)`` float and its luminance noise std of an ``(H, W, 3)`` image.
 
-    The brightest luminance mode holding >= ``GLASS_MIN_FRACTION`` of the
-    (non-padding) pixels; white (255) with noise 1 when there is none or when
-    that mode is coloured (channels more than ``GLASS_MAX_TINT`` apart: tissue
-    fills the view).
+    The brightest luminance mode of the near-neutral pixels (channels at most
+    ``GLASS_MAX_TINT`` apart: glass is not pink, brown or blue) that holds >=
+    ``GLASS_MIN_FRACTION`` of the (non-padding) pixels; white (255) with noise 1
+    when there is none (tissue fills the view).
     """
     x = rgb.reshape(-1, 3).astype(np.float32)
     x = x[x.min(axis=1) < 254]  # pure-white padding is not glass
+    n = len(x)
+    x = x[x.max(axis=1) - x.min(axis=1) <= GLASS_MAX_TINT]
     if len(x) == 0:
         return np.full(3, 255.0), 1.0
     lum = x.mean(axis=1)
     hist = np.bincount(np.round(lum).astype(np.int64), minlength=256).astype(np.float64)
     smooth = ndimage.gaussian_filter1d(hist, 1.0)
     mass = np.convolve(hist, np.ones(9), mode="same")  # pixels within +-4 levels
-    is_peak = (smooth >= np.roll(smooth, 1)) & (smooth >= np.roll(smooth, -1)) & (mass >= GLASS_MIN_FRACTION * len(lum))
+    is_peak = (smooth >= np.roll(smooth, 1)) & (smooth >= np.roll(smooth, -1)) & (mass >= GLASS_MIN_FRACTION * n)
     peaks = np.nonzero(is_peak)[0]
     if len(peaks) == 0:
         return np.full(3, 255.0), 1.0
     top = int(peaks[-1])
     bright = lum[(lum >= top - 0.5) & (lum <= top + 20)] - top  # the mode's bright side, which tissue does not reach
     sigma = max(float(np.sqrt(np.mean(bright ** 2))), 0.5)
-    colour = np.median(x[np.abs(lum - top) <= max(1.5, 2 * sigma)], axis=0)
-    if colour.max() - colour.min() > GLASS_MAX_TINT:  # a stained mode: no glass in view
-        return np.full(3, 255.0), 1.0
-    return colour, sigma
+    return np.median(x[np.abs(lum - top) <= max(1.5, 2 * sigma)], axis=0), sigma
+
+
+def glass_surface(rgb: np.ndarray, glass_px: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """Glass colour ``(H, W, 3)`` fitted as a quadratic in (x, y) to the pixels ``glass_px`` (H, W) bool, and its noise.
+
+    Least squares per channel on at most ~20k of them, refitted once without
+    residuals beyond 3 robust standard deviations. The noise is the robust std
+    of the luminance residuals. None when under
+    ``SURFACE_MIN_FRACTION`` of the image is glass (too little to fit).
+    """
+    h, w = glass_px.shape
+    ys, xs = np.nonzero(glass_px)
+    if len(ys) < max(50, SURFACE_MIN_FRACTION * h * w):
+        return None
+    step = max(1, len(ys) // 20000)
+    ys, xs = ys[::step], xs[::step]
+    a = np.stack(_quadratic_terms(*_unit_coords(ys, xs, h, w)), axis=-1)
+    values = rgb[ys, xs].astype(np.float64)
+    coef = np.linalg.lstsq(a, values, rcond=None)[0]
+    res = np.abs(values - a @ coef).max(axis=1)
+    inlier = res <= 3 * 1.4826 * max(float(np.median(res)), 0.5)
+    coef = np.linalg.lstsq(a[inlier], values[inlier], rcond=None)[0]
+    lum_res = (values[inlier] - a[inlier] @ coef).mean(axis=1)
+    noise = max(1.4826 * float(np.median(np.abs(lum_res - np.median(lum_res)))), 0.5)
+    v, u = _unit_coords(np.arange(h, dtype=np.float32)[:, None, None], np.arange(w, dtype=np.float32)[None, :, None], h, w)
+    surface = sum(t * c.astype(np.float32) for t, c in zip(_quadratic_terms(v, u), coef))  # (H, W, 3), no (H, W, 6) temporary
+    return np.clip(surface, 0, 255), noise
+
+
+def _unit_coords(y, x, h: int, w: int):
+    """Pixel coordinates mapped to [-1, 1] (rows v, columns u)."""
+    return 2 * y / max(h - 1, 1) - 1, 2 * x / max(w - 1, 1) - 1
+
+
+def _quadratic_terms(v, u):
+    """1, u, v, u², uv, v² (broadcast together)."""
+    return (np.ones_like(u * v), u, v, u * u, u * v, v * v)
 
 
 def optical_density(rgb: np.ndarray, glass: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` float32 OD per channel relative to ``glass`` (0 for glass or brighter)."""
+    """``(H, W, 3)`` float32 OD per channel relative to ``glass`` ((3,) or (H, W, 3); 0 for glass or brighter)."""
     x = rgb.astype(np.float32)
     g = np.asarray(glass, np.float32)
     return np.maximum(np.log10((g + 1) / (x + 1)), 0.0)
@@ -149,13 +194,19 @@ def pen_marks(od: np.ndarray) -> np.ndarray:
     """``(H, W)`` bool: blue, green and black ink (see the module docstring), rims included."""
     r, g, b = od[..., 0], od[..., 1], od[..., 2]
     total = r + g + b
-    chroma = (od.max(axis=2) - od.min(axis=2)) / np.maximum(total, 1e-6)
+    chroma = _chroma(od, total)
     strict = ((b < 0.3 * r) & (g < 0.8 * r) & (total > 0.3)) \
         | ((g < 0.75 * np.minimum(r, b)) & (total > 0.2)) \
         | ((total > 1.2) & (chroma < 0.12))
     loose = ((b < 0.45 * r) & (g < 0.95 * r)) | (g < np.minimum(r, b)) | (chroma < 0.15)
     ink = ndimage.binary_propagation(strict, mask=strict | (loose & (total > 0.02)))
     return ndimage.binary_dilation(ink, iterations=1)
+
+
+def _chroma(od: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """``(H, W)`` spread of the OD channels relative to their sum: 0 = neutral grey."""
+    r, g, b = od[..., 0], od[..., 1], od[..., 2]
+    return (np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)) / np.maximum(total, 1e-6)
 
 
 def _drop_grey(mask: np.ndarray, od: np.ndarray) -> np.ndarray:
@@ -181,8 +232,18 @@ def detect_tissue(rgb: np.ndarray, params: TissueParams = TissueParams()) -> Tis
     od = optical_density(smooth, glass)
     dist = od.sum(axis=2)
     if params.method == "od":
-        auto = max(OD_FLOOR, 3 * NOISE_SIGMAS * noise / (np.log(10) * (float(glass.mean()) + 1)))
-        thr = float(params.threshold) if params.threshold is not None else auto
+        thr = _od_threshold(params, noise, glass)
+        chroma = _chroma(od, dist)
+        rough = _clean((dist >= thr) & ~((dist < SHADING_OD) & (chroma < SHADING_CHROMA)), params)
+        x = smooth.astype(np.float32)
+        tint = x - x.mean(axis=2, keepdims=True) - (glass - glass.mean()).astype(np.float32)
+        same_tint = np.abs(tint).max(axis=2) <= GLASS_TINT_TOL  # glass pixels for the fit: not pink, brown or blue
+        fitted = glass_surface(smooth, same_tint & ~ndimage.binary_dilation(rough, iterations=2))
+        if fitted is not None:  # OD relative to the local glass: uneven illumination is not tissue
+            surface, noise = fitted
+            od = optical_density(smooth, surface)
+            dist = od.sum(axis=2)
+            thr = _od_threshold(params, noise, glass)
         mask = _drop_grey((dist >= thr) & ~pen_marks(od), od)
     else:
         sat = saturation(rgb)
@@ -191,6 +252,13 @@ def detect_tissue(rgb: np.ndarray, params: TissueParams = TissueParams()) -> Tis
         thr = float(params.threshold) if params.threshold is not None else float(max(otsu_threshold(sat), SATURATION_FLOOR))
         mask = sat >= thr
     return TissueResult(_clean(mask, params), thr, tuple(float(v) for v in glass), float((dist >= NONGLASS_OD).mean()))
+
+
+def _od_threshold(params: TissueParams, noise: float, glass: np.ndarray) -> float:
+    """``params.threshold``, else max(OD_FLOOR, NOISE_SIGMAS glass-noise std in summed OD)."""
+    if params.threshold is not None:
+        return float(params.threshold)
+    return max(OD_FLOOR, 3 * NOISE_SIGMAS * noise / (np.log(10) * (float(np.mean(glass)) + 1)))
 
 
 def tissue_mask(rgb: np.ndarray, params: TissueParams = TissueParams()) -> np.ndarray:

@@ -13,7 +13,8 @@ ground-truth tissue mask (``SlideImage.tissue``) and the artefact pixels on glas
 that must stay out (``SlideImage.artefact``): ``stain="pale"`` (faded H&E),
 ``stain="ihc"`` (DAB-brown nests in pale-hematoxylin stroma with blue nuclei) and
 ``artefacts`` ``pen`` (blue, green and black marker strokes on the glass),
-``dust`` (grey specks and fibres) and ``bubbles`` (grey rims, over glass and tissue).
+``dust`` (grey specks and fibres), ``bubbles`` (grey rims, over glass and tissue) and
+``shading`` (uneven illumination, 6 % darker from one side to the other).
 Stains and artefacts are made in optical density (Beer-Lambert: OD adds, the
 light transmitted multiplies), as on a real slide.
 """
@@ -36,7 +37,7 @@ from fastmed.data.synthetic.seg import rasterize_polygon
 DOWNSAMPLES = (1, 4, 16)
 BACKGROUND = np.array([242, 240, 244], dtype=np.float64) / 255
 STAINS = ("he", "pale", "ihc")
-ARTEFACTS = ("pen", "dust", "bubbles")
+ARTEFACTS = ("pen", "dust", "bubbles", "shading")
 HEMATOXYLIN = np.array([0.65, 0.70, 0.29])  # OD direction of the stains (Ruifrok & Johnston 2001)
 DAB = np.array([0.27, 0.57, 0.78])
 INKS = {"blue": np.array([0.18, 0.30, 0.80]), "green": np.array([0.22, 0.62, 0.36]),
@@ -202,7 +203,17 @@ def _bubbles(rng: np.random.Generator, img: np.ndarray, tissue: np.ndarray) -> n
     return _on_glass(alpha, tissue)
 
 
-_ARTEFACT_PAINTERS = {"pen": _pen, "dust": _dust, "bubbles": _bubbles}
+def _shading(rng: np.random.Generator, img: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+    """Uneven illumination: light falls off linearly by 6 % across the slide in a random direction; no artefact pixels."""
+    h, w = tissue.shape
+    ang = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:h, 0:w]
+    ramp = np.cos(ang) * xx / w + np.sin(ang) * yy / h
+    img *= (1 - 0.06 * (ramp - ramp.min()) / (ramp.max() - ramp.min()))[..., None]
+    return np.zeros((h, w), bool)
+
+
+_ARTEFACT_PAINTERS = {"pen": _pen, "dust": _dust, "bubbles": _bubbles, "shading": _shading}
 
 
 @dataclass
@@ -216,7 +227,7 @@ class TissueCase:
 
 
 TISSUE_CASES = {"ihc_real": None, "he": ("he", ()), "pale": ("pale", ()), "ihc": ("ihc", ()),
-                "pen": ("he", ("pen",)), "dust_bubbles": ("he", ("dust", "bubbles"))}
+                "pen": ("he", ("pen",)), "dust_bubbles": ("he", ("dust", "bubbles")), "shading": ("pale", ("shading",))}
 GLASS_MARGIN = 2  # mask pixels next to tissue are ambiguous at this scale (partial blocks, blur)
 CASE_GLASS = np.array([238.0, 238.0, 240.0])  # glass under the real IHC section
 
