@@ -238,7 +238,8 @@ def detect_tissue(rgb: np.ndarray, params: TissueParams = TissueParams()) -> Tis
         x = smooth.astype(np.float32)
         tint = x - x.mean(axis=2, keepdims=True) - (glass - glass.mean()).astype(np.float32)
         same_tint = np.abs(tint).max(axis=2) <= GLASS_TINT_TOL  # glass pixels for the fit: not pink, brown or blue
-        fitted = glass_surface(smooth, same_tint & ~ndimage.binary_dilation(rough, iterations=2))
+        not_padding = smooth.min(axis=2) < 254
+        fitted = glass_surface(smooth, same_tint & not_padding & ~ndimage.binary_dilation(rough, iterations=2))
         if fitted is not None:  # OD relative to the local glass: uneven illumination is not tissue
             surface, noise = fitted
             od = optical_density(smooth, surface)

@@ -75,6 +75,19 @@ def test_glass_colour_is_the_brightest_mode_and_padding_is_ignored():
     assert detect_tissue(only_tissue).mask.all()
 
 
+def test_white_padding_outside_the_scan_is_not_glass_nor_tissue():
+    # OpenSlide returns 255 outside the scanned area; it must not pull the glass model up (real glass then looks dark)
+    case = tissue_case("he")
+    img = case.rgb.copy()
+    w = img.shape[1]
+    img[:, : w // 3] = 255
+    mask = detect_tissue(img).mask
+    scanned = np.zeros(mask.shape, bool)
+    scanned[:, w // 3:] = True
+    assert not mask[:, : w // 3].any()
+    assert mask[case.glass & scanned].mean() <= 0.05 and mask[case.tissue & scanned].mean() >= 0.95
+
+
 def test_saturation_method_keeps_the_previous_default():
     case = tissue_case("ihc_real")
     old = detect_tissue(case.rgb, TissueParams(method="saturation"))
