@@ -46,6 +46,9 @@ def test_digits_distill_and_predict(tmp_path):
     for key in ("train/ce", "train/kd", "train/mi", "train/prior_kl", "train/prior_std", "val/acc",
                 "val/teacher_agree", "val/teacher_acc"):
         assert key in rec, key
+    # the student learns from the labels although the teacher is random: chance is 0.1 (10 balanced digits; the
+    # random teacher's val/teacher_acc is 0.10); one epoch gave 0.32 (seed 0), 0.19 and 0.21 (seeds 1, 2)
+    assert rec["val/acc"] >= 0.15
     student = tmp_path / "s" / "weights" / "best.pt"
     _check_student(student, "mobilenet_v3_small", [str(i) for i in range(10)], 8)  # the teacher's input size
 
