@@ -6,13 +6,15 @@ imported only when it runs.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import shlex
 import sys
 from typing import Sequence
 
 from fastmed._version import __version__
 from fastmed.cfg.base import Command, all_commands, format_help
-from fastmed.errors import FastmedError
+from fastmed.errors import FastmedError, RunInterrupted
 
 
 def _overview(commands: list[Command]) -> str:
@@ -53,6 +55,19 @@ def _find(commands: list[Command], argv: list[str]) -> tuple[Command, list[str]]
     raise FastmedError(f"{task} needs a mode: {modes} (see fastmed {task} --help)")
 
 
+def _resume_command(cmd: Command, cfg: object, run: str) -> str:
+    """The command line that continues ``run``: ``cfg``'s non-default options, then ``--out RUN --resume``."""
+    parts = ["fastmed", cmd.name]
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if f.name in ("out", "resume", "overwrite") or value == default:
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts += [f"--{f.name.replace('_', '-')}", shlex.quote(text)]
+    return " ".join(parts + ["--out", shlex.quote(run), "--resume"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastmed`` console command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -80,6 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FastmedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunInterrupted as exc:
+        if exc.resumable:
+            print(f"interrupted; resume with: {_resume_command(cmd, cfg, exc.run)}", file=sys.stderr)
+        else:
+            print(f"interrupted before the first epoch of {exc.run} finished; nothing to resume (run the command again)",
+                  file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -15,3 +15,14 @@ class ConfigError(FastmedError, ValueError):
 
 class DataError(FastmedError, ValueError):
     """A dataset folder or file that cannot be used as given."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a training run; ``run`` is its folder, ``resumable`` whether ``weights/last.pt`` exists.
+
+    Raised by the fit loop so that the CLI can print the command that resumes the run.
+    """
+
+    def __init__(self, run: str, resumable: bool):
+        super().__init__(run)
+        self.run, self.resumable = run, resumable

@@ -5,7 +5,7 @@ A command inherits only the options it reads:
 * ``OutOptions``: ``out``;
 * ``PredictOptions``: + ``device`` (deterministic inference commands);
 * ``RunOptions``: + ``seed``, ``progress``;
-* ``FitOptions``: + ``epochs``, ``lr``, ``weight_decay``, ``resume`` (every trainer);
+* ``FitOptions``: + ``epochs``, ``lr``, ``weight_decay``, ``resume``, ``overwrite`` (every trainer);
 * ``BatchOptions``: + ``batch_size``, ``amp`` (trainers that batch in-memory tensors);
 * ``TrainOptions``: + ``workers`` (trainers that read batches through a DataLoader).
 
@@ -14,9 +14,10 @@ default) may follow inherited ones.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from fastmed.cfg.base import at_least, opt
+from fastmed.cfg.base import at_least, opt, require
 
 
 @dataclass(kw_only=True)
@@ -52,15 +53,18 @@ class FitOptions(RunOptions):
     lr: float = opt(1e-3, "learning rate (AdamW)")
     weight_decay: float = opt(1e-4, "AdamW weight decay")
     resume: bool = opt(False, "continue the run in --out from weights/last.pt")
+    overwrite: bool = opt(False, "replace the run already in --out (its metrics, weights and summary); "
+                                 "without it (or --resume) such an --out is refused")
 
     def validate(self) -> None:
         from fastmed.errors import ConfigError
 
         super().validate()
-        if self.epochs < 1:
-            raise ConfigError(f"option --epochs must be >= 1, got {self.epochs}")
-        if self.lr <= 0:
-            raise ConfigError(f"option --lr must be > 0, got {self.lr}")
+        at_least(self, 1, "epochs")
+        require(self, lambda v: math.isfinite(v) and v > 0, "a finite number > 0", "lr")
+        require(self, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0", "weight_decay")
+        if self.resume and self.overwrite:
+            raise ConfigError("options --resume and --overwrite exclude each other: continue the run, or replace it")
 
 
 @dataclass(kw_only=True)
@@ -71,11 +75,8 @@ class BatchOptions(FitOptions):
     amp: bool = opt(True, "bf16 mixed precision on CUDA (ignored on CPU)")
 
     def validate(self) -> None:
-        from fastmed.errors import ConfigError
-
         super().validate()
-        if self.batch_size < 1:
-            raise ConfigError(f"option --batch-size must be >= 1, got {self.batch_size}")
+        at_least(self, 1, "batch_size")
 
 
 @dataclass(kw_only=True)
@@ -83,3 +84,7 @@ class TrainOptions(BatchOptions):
     """Options of a trainer that reads its batches through a DataLoader."""
 
     workers: int = opt(0, "DataLoader worker processes (0 = in the main process)")
+
+    def validate(self) -> None:
+        super().validate()
+        at_least(self, 0, "workers")

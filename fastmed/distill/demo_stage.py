@@ -46,7 +46,7 @@ def _teacher(ctx: DemoContext, data: Path, out: Path) -> tuple[str, str]:
                                            epochs=TEACHER_EPOCHS, batch_size=BATCH_SIZE, lr=2e-3,
                                            out=str(out / "teacher"), seed=ctx.seed, device=ctx.device,
                                            progress=ctx.progress))
-    return summary["last_weights"], f"a ResNet-18 trained here for {TEACHER_EPOCHS} epochs (no recognizer artifact)"
+    return str(summary.last_weights), f"a ResNet-18 trained here for {TEACHER_EPOCHS} epochs (no recognizer artifact)"
 
 
 def run(ctx: DemoContext) -> DemoSection:
@@ -62,12 +62,12 @@ def _run(ctx: DemoContext) -> DemoSection:
                                            image_size=STUDENT_SIZE, epochs=STUDENT_EPOCHS, batch_size=BATCH_SIZE,
                                            lr=2e-3, out=str(out / "student"), seed=ctx.seed, device=ctx.device,
                                            progress=ctx.progress))
-    ctx.artifacts["student"] = summary["weights"]
+    ctx.artifacts["student"] = str(summary.weights)
 
     device = select_device(ctx.device)
     metrics: dict[str, object] = {}
     rows = ["| model | params | MB | CPU latency b=1 (ms) | test top-1 | test_shift top-1 |", "|---|---|---|---|---|---|"]
-    for role, path in (("teacher", teacher_path), ("student", summary["weights"])):
+    for role, path in (("teacher", teacher_path), ("student", summary.weights)):
         model, ckpt = load_model(path, map_location=device)
         accs = [evaluate_class_folder(model, ckpt, data / split, device)["acc"] for split in ("test", "test_shift")]
         size = model_size(model)
@@ -82,8 +82,8 @@ def _run(ctx: DemoContext) -> DemoSection:
         summary=f"Teacher: {teacher_note} (`{teacher_path}`). Student ({STUDENT_SIZE}² input) trained {STUDENT_EPOCHS} epochs "
                 "with labels + "
                 "Hinton KD + mutual information with a learnable Gaussian prior; the teacher sees a weak view, the "
-                f"student a stronger one. Student checkpoint (shipped by the export stage): `{summary['weights']}`.",
+                f"student a stronger one. Student checkpoint (shipped by the export stage): `{summary.weights}`.",
         metrics={k: v for k, v in metrics.items() if "params" not in k or "/" in k},
-        images=[out / "student" / "curves.png"],
+        images=[summary.run / "curves.png"],
         markdown="\n".join(rows),
     )

@@ -9,7 +9,6 @@ predict`` and the export helpers take it like any recognizer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,11 +19,9 @@ from fastmed.distill.data import DIGITS, LabelledImages, hide_labels, load_label
 from fastmed.distill.objective import DistillObjective
 from fastmed.distill.views import TwoViews, view_transform
 from fastmed.engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_model, make_checkpoint
-from fastmed.engine.device import autocast, select_device
-from fastmed.engine.fit import FitLoop
+from fastmed.engine.device import autocast
 from fastmed.engine.precise_bn import recompute_bn_stats
-from fastmed.engine.run_dir import RunDir, new_run_dir
-from fastmed.engine.seed import seed_everything
+from fastmed.engine.training_run import RunSummary, start_run
 from fastmed.errors import DataError, FastmedError
 from fastmed.nets.classifiers import CLASSIFIERS
 from fastmed.nets.registry import create_model
@@ -166,30 +163,16 @@ class DistillTask:
         self.objective.load_state_dict(state["objective"])
 
 
-def train_student(cfg: DistillTrainConfig) -> tuple[Path, list[dict[str, Any]]]:
-    """Run a distillation; return the run folder and the per-epoch metric records."""
-    seed_everything(cfg.seed)
-    device = select_device(cfg.device)
+def run_train(cfg: DistillTrainConfig) -> RunSummary:
+    """Run a distillation (``fastmed distill train``); return the run's summary (best epoch by validation accuracy)."""
+    session = start_run(cfg, "distill", "train")
     data = load_labelled_images(cfg.data, cfg.val_fraction)
     if data.skipped:
         print(format_skipped(data.skipped))
-    teacher = load_teacher(cfg.teacher, device) if cfg.teacher else None
-    task = DistillTask(cfg, data, teacher, device)
-    run = RunDir(new_run_dir("distill", "train", cfg.out, resume=cfg.resume))
-    run.save_config(cfg)
+    teacher = load_teacher(cfg.teacher, session.device) if cfg.teacher else None
+    task = DistillTask(cfg, data, teacher, session.device)
     title = f"{cfg.arch} from {teacher.arch if teacher else 'labels only'}"
-    history = FitLoop(run, cfg.epochs, monitor="val/acc", mode="max", show_progress=cfg.progress, title=title).fit(
-        task, resume=cfg.resume)
-    return run.path, history
-
-
-def run_train(cfg: DistillTrainConfig) -> dict[str, Any]:
-    """CLI runner of ``fastmed distill train``; returns a summary (run folder, weights, last validation metrics)."""
-    path, history = train_student(cfg)
-    last = history[-1] if history else {}
-    summary = {"run": str(path), "weights": str(path / "weights" / "best.pt"), "last_weights": str(path / "weights" / "last.pt"),
-               **{k.removeprefix("val/"): v for k, v in last.items() if k.startswith("val/")}}
-    shown = ", ".join(f"{k}={v:.4f}" for k, v in last.items() if k.startswith("val/"))
-    print(f"distill: {len(history)} epoch(s); last epoch {shown}")
-    print(f"student checkpoint: {summary['weights']}")
+    summary = session.fit(task, monitor="val/acc", mode="max", title=title, skipped=len(data.skipped))
+    last = summary.history[-1]
+    print(f"distill: {summary.epochs} epoch(s); last epoch " + ", ".join(f"{k}={v:.4f}" for k, v in last.items() if k.startswith("val/")))
     return summary

@@ -25,6 +25,9 @@ network from ``arch`` and loads its weights.
 from __future__ import annotations
 
 import os
+import pickle
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +85,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise FastmedError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated, not a torch file, or unsafe pickle
-        raise FastmedError(f"cannot read checkpoint {path}: {exc}") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. pickle-protocol notes on foreign files
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # PyTorch's text runs to paragraphs and suggests unsafe loading: say why in one line
+        raise FastmedError(f"cannot read checkpoint {path}: {_unreadable_reason(path, exc)}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise FastmedError(f"{path} is not a fastmed checkpoint (no 'format': '{FORMAT}' key)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
@@ -92,6 +97,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"{path} was written by a newer fastmed (format {ckpt['format_version']}); upgrade fastmed"
         )
     return ckpt
+
+
+def _unreadable_reason(path: Path, exc: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in a few words."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "the file is empty"
+    if not zipfile.is_zipfile(path):
+        return "truncated (incomplete zip archive)" if head == b"PK\x03\x04" else "not a torch file"
+    if isinstance(exc, pickle.UnpicklingError):
+        return "it contains objects that are not plain tensors or numbers, which fastmed never loads"
+    return f"corrupt torch file ({type(exc).__name__})"
 
 
 def load_model(path_or_ckpt: str | os.PathLike | dict[str, Any], map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -5,15 +5,24 @@ loop owns epochs, progress bars, metric logging, checkpoints, curves and
 resume::
 
     task = MyTask(cfg)                      # implements TrainTask
-    loop = FitLoop(RunDir(path), epochs=10, monitor="val/acc", mode="max")
+    loop = FitLoop(RunDir(path), epochs=10, monitor="val/acc", mode="max", config=cfg)
     history = loop.fit(task, resume=cfg.resume)
+
+(Trainers do not call it directly: ``engine.training_run`` wraps it with the
+seed, device, run folder and summary every trainer shares.)
 
 Per epoch: ``train_step`` on every batch of ``train_batches()`` (losses are
 averaged into ``train/<name>``), then ``evaluate()`` (``val/<name>``), one line
 in ``metrics.jsonl``, ``weights/last.pt`` (checkpoint + ``train_state`` for
 resume) and ``weights/best.pt`` when ``monitor`` improves, and ``curves.png`` (after the
-last epoch, and at most every ``PLOT_EVERY_S`` seconds before). A run started
-without ``resume`` in a folder that already has a ``metrics.jsonl`` replaces it.
+last epoch, and at most every ``PLOT_EVERY_S`` seconds before).
+
+Start: ``config.yaml`` is written only once the run can start. A run started
+without ``resume`` removes the folder's previous metrics, summary and
+checkpoints (refusing to replace a run unasked is ``training_run``'s job).
+``resume`` continues after the epoch recorded in ``weights/last.pt``, once its
+class names, architecture and input size match the task's; ``epochs`` must be
+above the finished count. Ctrl-C raises ``errors.RunInterrupted`` naming the folder.
 """
 from __future__ import annotations
 
@@ -26,7 +35,7 @@ from fastmed.engine.checkpoint import load_checkpoint, save_checkpoint
 from fastmed.engine.plots import plot_curves
 from fastmed.engine.progress import progress
 from fastmed.engine.run_dir import RunDir
-from fastmed.errors import FastmedError
+from fastmed.errors import FastmedError, RunInterrupted
 
 
 class TrainTask(Protocol):
@@ -57,13 +66,14 @@ class FitLoop:
     #: curves.png is redrawn at most this often (and after the last epoch): plotting costs seconds
     PLOT_EVERY_S = 30.0
 
-    def __init__(self, run: RunDir, epochs: int, monitor: str | None = None, mode: str = "max", show_progress: bool = True, title: str = ""):
+    def __init__(self, run: RunDir, epochs: int, monitor: str | None = None, mode: str = "max", show_progress: bool = True,
+                 title: str = "", config: Any = None):
         if epochs < 1:
             raise FastmedError(f"epochs must be >= 1, got {epochs}")
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.run, self.epochs, self.monitor, self.mode = run, epochs, monitor, mode
-        self.show_progress, self.title = show_progress, title
+        self.show_progress, self.title, self.config = show_progress, title, config
 
     def _better(self, value: float, best: float | None) -> bool:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -79,15 +89,27 @@ class FitLoop:
             if not self.run.last.exists():
                 raise FastmedError(f"resume requested but {self.run.last} does not exist")
             ckpt = load_checkpoint(self.run.last)
+            _check_same_model(ckpt, task.checkpoint(), self.run.last)
             state = ckpt.get("train_state") or {}
+            done = int(state.get("epoch", 0))
+            if done >= self.epochs:
+                raise FastmedError(f"--epochs {self.epochs} is not above the {done} epoch(s) already finished in {self.run.path}; "
+                                   "give a larger --epochs to continue")
+            self.run.truncate_metrics(done)  # also drops a line torn by a kill during its append
             task.load_state_dict({"model": ckpt["model"], **state.get("task", {})})
-            start = int(state.get("epoch", 0)) + 1
-            best = state.get("best")
-            self.run.truncate_metrics(start - 1)
-            if start > self.epochs:
-                return self.run.read_metrics()
+            start, best = done + 1, state.get("best")
+            print(f"resuming from epoch {start} of {self.epochs} ({done} finished); run {self.run.path}")
         else:
-            self.run.truncate_metrics(0)  # a fresh run in a reused folder starts a fresh log
+            self.run.clear_results()
+        if self.config is not None:
+            self.run.save_config(self.config)
+        try:
+            self._epochs(task, start, best)
+        except KeyboardInterrupt as exc:
+            raise RunInterrupted(str(self.run.path), resumable=self.run.last.exists()) from exc
+        return self.run.read_metrics()
+
+    def _epochs(self, task: TrainTask, start: int, best: float | None) -> None:
         last_plot = time.perf_counter()
         for epoch in range(start, self.epochs + 1):
             t0 = time.perf_counter()
@@ -111,7 +133,7 @@ class FitLoop:
             improved = self.monitor is None or self._better(value, best)
             if improved and value is not None:
                 best = value
-            ckpt["meta"] = {**ckpt.get("meta", {}), "epoch": epoch, "metrics": {k: v for k, v in record.items() if k != "time"}}
+            ckpt["meta"] = {**ckpt.get("meta", {}), "epoch": epoch, "metrics": record}
             if improved:
                 save_checkpoint(self.run.best, ckpt)
             ckpt["train_state"] = {"epoch": epoch, "best": best, "task": task.state_dict()}
@@ -119,4 +141,15 @@ class FitLoop:
             if epoch == self.epochs or time.perf_counter() - last_plot > self.PLOT_EVERY_S:
                 plot_curves(self.run.read_metrics(), self.run.path / "curves.png", title=self.title)
                 last_plot = time.perf_counter()
-        return self.run.read_metrics()
+
+
+def _check_same_model(old: dict[str, Any], new: dict[str, Any], path: Any) -> None:
+    """Refuse to resume ``old`` (weights/last.pt) with a task whose checkpoint ``new`` describes another model."""
+    diffs = []
+    if old.get("class_names") != new.get("class_names"):
+        diffs.append(f"class names {old.get('class_names')} there, {new.get('class_names')} now")
+    for key, what in (("arch", "architecture"), ("input_size", "input size")):
+        if old.get(key) != new.get(key):
+            diffs.append(f"{what} {old.get(key)} there, {new.get(key)} now")
+    if diffs:
+        raise FastmedError(f"cannot resume from {path}: " + "; ".join(diffs) + " (use the run's settings and data, or start a new run)")

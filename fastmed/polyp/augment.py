@@ -37,11 +37,9 @@ import torch
 from fastmed.cfg.polyp import PolypAugmentConfig
 from fastmed.data.folders import format_skipped
 from fastmed.engine.checkpoint import load_model, make_checkpoint
-from fastmed.engine.device import select_device
-from fastmed.engine.fit import FitLoop
 from fastmed.engine.plots import save_image_grid
-from fastmed.engine.run_dir import RunDir, new_run_dir
-from fastmed.engine.seed import seed_everything
+from fastmed.engine.run_dir import RunDir
+from fastmed.engine.training_run import RunSummary, start_run
 from fastmed.errors import FastmedError
 from fastmed.nets.classifiers import feature_extractor
 from fastmed.nets.registry import create_model
@@ -206,20 +204,15 @@ class GeneratorTask:
             self.steps, self.stopped = int(state["steps"]), bool(state["stopped"])
 
 
-def run_augment(cfg: PolypAugmentConfig) -> dict[str, Any]:
-    """Train the generator; return a summary (run folder, generator weights, last metrics)."""
-    seed_everything(cfg.seed)
-    device = select_device(cfg.device)
+def run_augment(cfg: PolypAugmentConfig) -> RunSummary:
+    """Train the generator; return the run's summary (the last epoch's generator; ``metrics["updates"]``)."""
+    session = start_run(cfg, "polyp", "augment")
     data = load_class_folders(cfg.data, cfg.image_size)
     if data.skipped:
         print(format_skipped(data.skipped))
-    run = RunDir(new_run_dir("polyp", "augment", cfg.out, resume=cfg.resume))
-    run.save_config(cfg)
-    task = GeneratorTask(cfg, data, device, run)
-    print(f"training the generator on {len(data.labels)} images, classes {data.class_names}, device {device}; run: {run.path}")
-    history = FitLoop(run, cfg.epochs, monitor=None, show_progress=cfg.progress, title="polyp generator").fit(task, resume=cfg.resume)
-    last = history[-1] if history else {}
-    summary = {"run": str(run.path), "weights": str(run.best), "updates": task.steps, "samples": str(run.path / "samples.png"),
-               "last": {k: v for k, v in last.items() if k.startswith(("train/", "val/"))}}
-    print(f"{task.steps} generator updates; weights {run.best}; samples {run.path / 'samples.png'}")
-    return summary
+    task = GeneratorTask(cfg, data, session.device, session.run)
+    print(f"training the generator on {len(data.labels)} images, classes {data.class_names}, device {session.device}; "
+          f"run: {session.path}")
+    summary = session.fit(task, monitor=None, title="polyp generator", skipped=len(data.skipped))
+    print(f"{task.steps} generator updates; samples {session.path / 'samples.png'}")
+    return session.finish(summary, updates=task.steps)

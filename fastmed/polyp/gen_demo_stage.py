@@ -27,26 +27,25 @@ def run(ctx: DemoContext) -> DemoSection:
     features = ctx.artifacts.get("recognizer")
     aug = run_augment(PolypAugmentConfig(data=str(data), epochs=1, steps_per_epoch=12, per_class=3, image_size=64,
                                          features=features, out=str(out / "augment"), **common))
-    gen = run_generate(PolypGenerateConfig(weights=aug["weights"], data=str(data), out=str(out / "generated"), **common))
+    gen = run_generate(PolypGenerateConfig(weights=str(aug.weights), data=str(data), out=str(out / "generated"), **common))
     summary = run_train(PolypTrainConfig(data=str(data), extra_data=[gen["out"]], arch="resnet18", epochs=TRAIN_EPOCHS, batch_size=32,
                                          lr=2e-3, out=str(out / "train"), **common))
     device = select_device(ctx.device)
-    model, ckpt = load_model(summary["weights"], map_location=device)
-    metrics = {"generator updates": aug["updates"], "generated images": gen["images"]}
+    model, ckpt = load_model(summary.weights, map_location=device)
+    metrics = {"generator updates": aug.metrics["updates"], "generated images": gen["images"]}
     for split in ("test", "test_shift"):
         res = evaluate_class_folder(model, ckpt, data / split, device)
         metrics[f"{split} accuracy"] = res["acc"]
         metrics[f"{split} macro-F1"] = res["macro_f1"]
-    last = aug["last"]
-    for key in ("train/gen", "train/pred", "train/D_first", "val/d_class_agreement"):
-        if key in last:
-            metrics[f"generator {key}"] = last[key]
+    for key in ("train/gen", "train/pred", "train/D_first", "val/d_class_agreement"):  # the last (= saved) epoch's
+        if key in aug.metrics:
+            metrics[f"generator {key}"] = aug.metrics[key]
     return DemoSection(
         title="polyp generation: augment → generate → train with --extra-data",
-        summary=(f"{aug['updates']} generator updates (frozen features: "
+        summary=(f"{aug.metrics['updates']} generator updates (frozen features: "
                  f"{'the polyp stage recognizer' if features else 'a random CNN'}), {gen['images']} generated images "
                  f"in `{gen['out']}` (manifest.csv keeps their sources), recognizer (resnet18, random init) trained on "
                  f"original + generated images for {TRAIN_EPOCHS} epochs. A demo-sized run, not evidence: see "
                  "benchmarks/results/polyp_ablation.md for the measured effect of the generated data."),
-        metrics=metrics, images=[out / "augment" / "samples.png", out / "generated" / "samples.png"],
+        metrics=metrics, images=[aug.run / "samples.png", out / "generated" / "samples.png"],
     )

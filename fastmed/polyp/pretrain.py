@@ -32,11 +32,10 @@ from fastmed.cfg.polyp import PolypPretrainConfig
 from fastmed.data.folders import format_skipped
 from fastmed.engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD, make_checkpoint
 from fastmed.data.images import list_images
-from fastmed.engine.device import autocast, select_device
-from fastmed.engine.fit import FitLoop
+from fastmed.engine.device import autocast
 from fastmed.engine.plots import save_image_grid
-from fastmed.engine.run_dir import RunDir, new_run_dir
-from fastmed.engine.seed import seed_everything
+from fastmed.engine.run_dir import RunDir
+from fastmed.engine.training_run import RunSummary, start_run
 from fastmed.errors import DataError, FastmedError
 from fastmed.nets.registry import create_model
 from fastmed.polyp.genesis_transforms import corrupt
@@ -167,10 +166,9 @@ class PretrainTask:
             self.optimizer.load_state_dict(state["optimizer"])
 
 
-def run_pretrain(cfg: PolypPretrainConfig) -> dict[str, Any]:
-    """Pre-train; return a summary (run folder, encoder checkpoint, restoration errors)."""
-    seed_everything(cfg.seed)
-    device = select_device(cfg.device)
+def run_pretrain(cfg: PolypPretrainConfig) -> RunSummary:
+    """Pre-train; return the run's summary (best epoch by held-out restoration MSE, when images are held out)."""
+    session = start_run(cfg, "polyp", "pretrain")
     paths = list_images(class_folder_root(cfg.data))
     images = load_image_set([(p, 0) for p in paths], ["image"], cfg.image_size)
     if images.skipped:
@@ -180,14 +178,11 @@ def run_pretrain(cfg: PolypPretrainConfig) -> dict[str, Any]:
         raise DataError(f"{cfg.data}: pre-training needs at least 2 readable images, found {n}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
     n_val = min(n - 1, max(1, round(n * cfg.val_fraction))) if cfg.val_fraction > 0 else 0
-    run = RunDir(new_run_dir("polyp", "pretrain", cfg.out, resume=cfg.resume))
-    run.save_config(cfg)
-    task = PretrainTask(cfg, images.images[order[n_val:]], images.images[order[:n_val]], device, run)
-    print(f"pre-training the {cfg.arch} encoder on {n - n_val} images ({n_val} held out), device {device}; run: {run.path}")
-    history = FitLoop(run, cfg.epochs, monitor="val/mse" if n_val else None, mode="min", show_progress=cfg.progress,
-                      title=f"Models-Genesis pre-training ({cfg.arch})").fit(task, resume=cfg.resume)
-    last = history[-1] if history else {}
-    summary = {"run": str(run.path), "weights": str(run.best), "val_mse": last.get("val/mse"),
-               "val_mse_identity": last.get("val/mse_identity"), "skipped": len(images.skipped)}
-    print(f"restoration MSE {summary['val_mse']} (corrupted input: {summary['val_mse_identity']}); encoder {run.best}")
+    task = PretrainTask(cfg, images.images[order[n_val:]], images.images[order[:n_val]], session.device, session.run)
+    print(f"pre-training the {cfg.arch} encoder on {n - n_val} images ({n_val} held out), device {session.device}; "
+          f"run: {session.path}")
+    summary = session.fit(task, monitor="val/mse" if n_val else None, mode="min",
+                          title=f"Models-Genesis pre-training ({cfg.arch})", skipped=len(images.skipped))
+    if n_val:
+        print(f"restoration MSE {summary.metrics['val/mse']:.4g} (corrupted input: {summary.metrics['val/mse_identity']:.4g})")
     return summary

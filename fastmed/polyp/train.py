@@ -1,16 +1,11 @@
 """``fastmed polyp train``: the polyp recognizer on class folders."""
 from __future__ import annotations
 
-import json
-
 from fastmed.cfg.polyp import PolypTrainConfig
 from fastmed.data.folders import format_skipped, load_classification_splits, scan_class_folders
 from fastmed.engine.classify import ClassifierTask
-from fastmed.engine.device import select_device
-from fastmed.engine.fit import FitLoop
 from fastmed.engine.init_weights import load_matching_weights, read_state_dict
-from fastmed.engine.run_dir import RunDir, new_run_dir
-from fastmed.engine.seed import seed_everything
+from fastmed.engine.training_run import RunSummary, start_run
 from fastmed.errors import FastmedError
 from fastmed.nets.classifiers import head_prefixes
 from fastmed.nets.registry import create_model
@@ -35,10 +30,9 @@ def _init_weights(model, cfg: PolypTrainConfig) -> dict[str, str]:
     return notes
 
 
-def run_train(cfg: PolypTrainConfig) -> dict:
-    """Train; return a summary dict (run folder, best validation metrics)."""
-    seed_everything(cfg.seed)
-    device = select_device(cfg.device)
+def run_train(cfg: PolypTrainConfig) -> RunSummary:
+    """Train; return the run's summary (best epoch by validation macro-F1)."""
+    session = start_run(cfg, "polyp", "train")
     splits = load_classification_splits(cfg.data, cfg.val_fraction, cfg.seed)
     train = list(splits.train)
     skipped = list(splits.skipped)
@@ -49,26 +43,20 @@ def run_train(cfg: PolypTrainConfig) -> dict:
         print(f"extra data {extra}: {len(scan.samples)} images")
     if skipped:
         print(format_skipped(skipped))
-    run = RunDir(new_run_dir("polyp", "train", cfg.out, resume=cfg.resume))
-    run.save_config(cfg)
     model = create_model(cfg.arch, num_classes=len(splits.class_names))
     notes = _init_weights(model, cfg) if not cfg.resume else {}
     for k, v in notes.items():
         print(f"{k}: {v}")
     task = ClassifierTask(
         model, arch=cfg.arch, arch_kwargs={"num_classes": len(splits.class_names)}, class_names=splits.class_names,
-        train_samples=train, val_samples=splits.val, image_size=cfg.image_size, device=device, epochs=cfg.epochs,
+        train_samples=train, val_samples=splits.val, image_size=cfg.image_size, device=session.device, epochs=cfg.epochs,
         batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, workers=cfg.workers, augment=cfg.augment,
         amp=cfg.amp, seed=cfg.seed, task="polyp", meta={"init": notes, "train_images": len(train)},
     )
-    print(f"training {cfg.arch} on {len(train)} images ({len(splits.val)} val), classes {splits.class_names}, device {device}; run: {run.path}")
-    history = FitLoop(run, cfg.epochs, monitor="val/macro_f1", mode="max", show_progress=cfg.progress, title=f"polyp {cfg.arch}").fit(task, resume=cfg.resume)
-    task.save_confusion(run.path / "confusion_matrix.png")
+    print(f"training {cfg.arch} on {len(train)} images ({len(splits.val)} val), classes {splits.class_names}, "
+          f"device {session.device}; run: {session.path}")
+    summary = session.fit(task, monitor="val/macro_f1", mode="max", title=f"polyp {cfg.arch}", skipped=len(skipped))
+    task.save_confusion(session.run.path / "confusion_matrix.png")
     if skipped:
-        (run.path / "skipped.txt").write_text(format_skipped(skipped, limit=10**9) + "\n", encoding="utf-8")
-    best = max(history, key=lambda r: r.get("val/macro_f1", -1)) if history else {}
-    summary = {"run": str(run.path), "best_epoch": best.get("epoch"), "val_acc": best.get("val/acc"), "val_macro_f1": best.get("val/macro_f1"),
-               "skipped": len(skipped), "weights": str(run.best)}
-    (run.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    print(f"best epoch {summary['best_epoch']}: val acc {summary['val_acc']:.3f}, macro-F1 {summary['val_macro_f1']:.3f}; weights {run.best}")
+        (session.run.path / "skipped.txt").write_text(format_skipped(skipped, limit=10**9) + "\n", encoding="utf-8")
     return summary

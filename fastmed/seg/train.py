@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 
+from fastmed.engine.training_run import RunSummary
 from fastmed.errors import ConfigError
 
 TRAINERS = {
@@ -11,10 +12,9 @@ TRAINERS = {
 }
 
 
-def run_train(cfg) -> int:
-    """Run ``<method module>.train(cfg)``; return 0 on success."""
+def run_train(cfg) -> RunSummary:
+    """Run ``<method module>.train(cfg)``; return its ``engine.training_run.RunSummary``."""
     if cfg.method not in TRAINERS:
         raise ConfigError(f"option --method must be one of {', '.join(TRAINERS)}, got {cfg.method!r}")
     module = importlib.import_module(TRAINERS[cfg.method])
-    module.train(cfg)
-    return 0
+    return module.train(cfg)

@@ -21,21 +21,20 @@ def run(ctx: DemoContext) -> DemoSection:
     run_features(WsiFeaturesConfig(tiles=str(out / "tiles"), out=str(out / "features"), encoder="tiny", device=ctx.device,
                                    seed=ctx.seed, **common))
     labels = str(slides / "labels.csv")
-    run_train(WsiTrainConfig(features=str(out / "features"), labels=labels, out=str(out / "train"), epochs=8, batch_size=2,
-                             lr=3e-3, val_fraction=0.25, seed=ctx.seed, device=ctx.device, **common))
-    weights = str(out / "train" / "weights" / "best.pt")
+    trained = run_train(WsiTrainConfig(features=str(out / "features"), labels=labels, out=str(out / "train"), epochs=8, batch_size=2,
+                                       lr=3e-3, val_fraction=0.25, seed=ctx.seed, device=ctx.device, **common))
+    weights = str(trained.weights)
     run_predict(WsiPredictConfig(weights=weights, features=str(out / "features"), labels=labels, out=str(out / "predict"),
                                  device=ctx.device, **common))
     run_heatmap(WsiHeatmapConfig(weights=weights, features=str(out / "features"), out=str(out / "heatmaps"), max_side=384,
                                  device=ctx.device, **common))
     tiling = json.loads((out / "tiles" / "tiling.json").read_text(encoding="utf-8"))
-    last = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()][-1]
     pred = json.loads((out / "predict" / "metrics.json").read_text())
     rows = list(csv.DictReader(open(out / "predict" / "predictions.csv", encoding="utf-8")))
     tumour = next((r["slide_id"] for r in rows if r.get("label") == "tumor"), rows[0]["slide_id"])
     metrics = {
         "slides tiled": tiling["n_ok"], "tiles": tiling["tiles"], "tiling tiles/s": tiling["tiles_per_s"],
-        "val slide AUC (last epoch)": last.get("val/auc", float("nan")),
+        f"val slide AUC (best epoch, {trained.best_epoch})": trained.metrics.get("val/auc", float("nan")),
         "all-slide AUC (train+val)": pred["auc"], "all-slide accuracy": pred["acc"],
     }
     metrics.update({f"patch AUC {k.split('_')[-1]} (all slides)": v for k, v in pred.items() if k.startswith("patch_auc")})
@@ -46,5 +45,5 @@ def run(ctx: DemoContext) -> DemoSection:
                 "step (ragged bags). Patch AUC compares each map with the true tumour polygons. Overview: thumbnail, "
                 "attention, patch probability, combined.",
         metrics=metrics,
-        images=[out / "tiles" / "masks" / f"{tumour}.png", out / "train" / "curves.png", out / "heatmaps" / f"{tumour}_overview.png"],
+        images=[out / "tiles" / "masks" / f"{tumour}.png", trained.run / "curves.png", out / "heatmaps" / f"{tumour}_overview.png"],
     )

@@ -9,7 +9,6 @@ checkpoints (``weights/best.pt`` by validation loss), metrics and resume.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -17,11 +16,9 @@ import torch
 
 from fastmed.data.split import stratified_split
 from fastmed.engine.checkpoint import make_checkpoint
-from fastmed.engine.device import autocast, select_device
-from fastmed.engine.fit import FitLoop
+from fastmed.engine.device import autocast
 from fastmed.engine.metrics import roc_auc
-from fastmed.engine.run_dir import RunDir, new_run_dir
-from fastmed.engine.seed import seed_everything
+from fastmed.engine.training_run import RunSummary, start_run
 from fastmed.errors import DataError
 from fastmed.nets.mil import AttentionMIL
 from fastmed.wsi.bags import BagBatch, SlideBag, collate, load_bags, read_labels
@@ -170,18 +167,12 @@ def prepare(cfg) -> tuple[list[SlideBag], list[SlideBag], dict[str, Any]]:
     return train, val, meta
 
 
-def run_train(cfg) -> int:
-    """CLI runner of ``fastmed wsi train``."""
-    seed_everything(cfg.seed)
-    device = select_device(cfg.device)
+def run_train(cfg) -> RunSummary:
+    """CLI runner of ``fastmed wsi train``; returns the run's summary (best epoch by validation loss, when slides are held out)."""
+    session = start_run(cfg, "wsi", "train")
     train, val, meta = prepare(cfg)
-    run = RunDir(new_run_dir("wsi", "train", cfg.out, resume=cfg.resume))
-    run.save_config(cfg)
-    print(f"wsi train: {len(train)} train / {len(val)} val slides, {train[0].features.shape[1]} features; run folder {run.path}")
-    task = WsiTrainTask(cfg, train, val, device, meta)
-    monitor = "val/loss" if val else None
-    history = FitLoop(run, cfg.epochs, monitor=monitor, mode="min", show_progress=cfg.progress, title="wsi attention MIL").fit(task, cfg.resume)
-    last = history[-1] if history else {}
-    shown = {k: round(v, 4) for k, v in last.items() if k.startswith("val/")}
-    print(f"done: {shown}; weights: {Path(run.path) / 'weights'}")
-    return 0
+    print(f"wsi train: {len(train)} train / {len(val)} val slides, {train[0].features.shape[1]} features; run folder {session.path}")
+    task = WsiTrainTask(cfg, train, val, session.device, meta)
+    summary = session.fit(task, monitor="val/loss" if val else None, mode="min", title="wsi attention MIL")
+    print(f"done: {({k: round(v, 4) for k, v in summary.metrics.items() if k.startswith('val/')})}")
+    return summary

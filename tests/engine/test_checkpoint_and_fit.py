@@ -37,55 +37,23 @@ def test_load_rejects_foreign_and_corrupt_files(tmp_path):
         load_checkpoint(tmp_path / "none.pt")
 
 
-class _Linear:
-    """A tiny regression task: y = 2x, so the loss must fall."""
-
-    def __init__(self):
-        self.model = torch.nn.Linear(1, 1)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1)
-        self.x = torch.linspace(-1, 1, 16)[:, None]
-
-    def train_batches(self, epoch):
-        return [(self.x, 2 * self.x)] * 4
-
-    def train_step(self, batch):
-        loss = torch.nn.functional.mse_loss(self.model(batch[0]), batch[1])
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
-        return {"loss": loss.item()}
-
-    def evaluate(self):
-        return {"loss": torch.nn.functional.mse_loss(self.model(self.x), 2 * self.x).item()}
-
-    def checkpoint(self):
-        return make_checkpoint(self.model, task="test", kind="regressor", arch="none", arch_kwargs={})
-
-    def state_dict(self):
-        return {"optimizer": self.opt.state_dict()}
-
-    def load_state_dict(self, state):
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-
-
-def test_fit_writes_run_folder_and_resumes(tmp_path):
+def test_fit_writes_run_folder_and_resumes(tmp_path, linear_task):
     run = RunDir(tmp_path / "run")
     torch.manual_seed(0)
-    hist = FitLoop(run, epochs=2, monitor="val/loss", mode="min", show_progress=False).fit(_Linear())
+    hist = FitLoop(run, epochs=2, monitor="val/loss", mode="min", show_progress=False).fit(linear_task())
     assert [r["epoch"] for r in hist] == [1, 2] and hist[1]["val/loss"] < hist[0]["val/loss"]
     assert run.best.exists() and run.last.exists() and (run.path / "curves.png").exists()
     assert load_checkpoint(run.last)["train_state"]["epoch"] == 2
-    hist = FitLoop(run, epochs=4, monitor="val/loss", mode="min", show_progress=False).fit(_Linear(), resume=True)
+    hist = FitLoop(run, epochs=4, monitor="val/loss", mode="min", show_progress=False).fit(linear_task(), resume=True)
     assert [r["epoch"] for r in hist] == [1, 2, 3, 4]
     lines = [json.loads(x) for x in run.metrics_file.read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2, 3, 4]
     assert hist[3]["val/loss"] < hist[1]["val/loss"]
 
 
-def test_resume_without_last_is_an_error(tmp_path):
+def test_resume_without_last_is_an_error(tmp_path, linear_task):
     with pytest.raises(FastmedError, match="resume requested"):
-        FitLoop(RunDir(tmp_path), epochs=1).fit(_Linear(), resume=True)
+        FitLoop(RunDir(tmp_path), epochs=1).fit(linear_task(), resume=True)
 
 
 def test_run_dir_numbering(tmp_path):
@@ -95,10 +63,10 @@ def test_run_dir_numbering(tmp_path):
     assert new_run_dir("polyp", "train", root=str(tmp_path), resume=True) == b
 
 
-def test_fresh_run_in_a_reused_folder_starts_a_fresh_log(tmp_path):
+def test_fresh_run_in_a_reused_folder_starts_a_fresh_log(tmp_path, linear_task):
     run = RunDir(tmp_path / "run")
-    FitLoop(run, epochs=2, show_progress=False).fit(_Linear())
-    hist = FitLoop(run, epochs=1, show_progress=False).fit(_Linear())
+    FitLoop(run, epochs=2, show_progress=False).fit(linear_task())
+    hist = FitLoop(run, epochs=1, show_progress=False).fit(linear_task())
     assert [r["epoch"] for r in hist] == [1]
 
 

@@ -26,16 +26,16 @@ def run(ctx: DemoContext) -> DemoSection:
         summary = train(cfg)
     finally:
         torch.set_num_threads(threads)
-    ctx.artifacts["seg_contour_weights"] = out / "weights" / "best.pt"
-    val = summary["val"]
+    ctx.artifacts["seg_contour_weights"] = summary.weights
+    m = summary.metrics
     return DemoSection(
         title="seg-contour: segmentation from contour annotations",
-        summary=(f"A U-Net with a mask head and a correlation head trained {EPOCHS} epochs on {summary['n_train']} synthetic "
+        summary=(f"A U-Net with a mask head and a correlation head trained {EPOCHS} epochs on {m['n_train']} synthetic "
                  "images labelled only by GeoJSON outlines: the filled polygons supervise the mask (BCE + Dice), the "
                  "correlation map (exact Euclidean feature transform to the nearest contour pixel, Gaussian in distance "
                  "times Gaussian in intensity difference, fused by max over objects) supervises the second head (MSE). "
-                 f"Validation on {summary['n_val']} images."),
-        metrics={"val Dice": val.get("dice"), "val IoU": val.get("iou"), "val HD95 (px)": val.get("hd95"),
-                 "val correlation MAE": val.get("corr_mae"), "train time (s)": round(time.perf_counter() - t0, 1)},
+                 f"Validation on {m['n_val']} images; metrics of the best epoch ({summary.best_epoch})."),
+        metrics={"val Dice": m.get("val/dice"), "val IoU": m.get("val/iou"), "val HD95 (px)": m.get("val/hd95"),
+                 "val correlation MAE": m.get("val/corr_mae"), "train time (s)": round(time.perf_counter() - t0, 1)},
         images=[out / "correlation_maps.png", out / "predictions.png", out / "curves.png"],
     )

@@ -1,4 +1,4 @@
-"""The contour trainer: ``train(cfg: SegContourConfig) -> dict`` (``fastmed seg train --method contour``).
+"""The contour trainer: ``train(cfg: SegContourConfig) -> RunSummary`` (``fastmed seg train --method contour``).
 
 A U-Net (``fastmed.nets.unet.UNet`` with ``extra_heads={"corr": 1}``) predicts
 the mask logits and the correlation logits of every pixel. Labels come only
@@ -17,18 +17,14 @@ distance, correlation), ``predictions.png`` (validation predictions) and
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import torch
 
-from fastmed.engine.atomic import atomic_write_text
 from fastmed.engine.checkpoint import make_checkpoint
-from fastmed.engine.device import autocast, select_device
-from fastmed.engine.fit import FitLoop
-from fastmed.engine.run_dir import RunDir, new_run_dir
-from fastmed.engine.seed import seed_everything
+from fastmed.engine.device import autocast
+from fastmed.engine.training_run import RunSummary, start_run
 from fastmed.errors import DataError
 from fastmed.nets.unet import UNet
 from fastmed.seg.contour.correlation import CorrelationParams
@@ -151,29 +147,23 @@ def save_predictions(task: ContourTask, path, n: int) -> Any:
     return save_panels(path, rows, "seg contour: validation") if rows else None
 
 
-def train(cfg) -> dict[str, Any]:
-    """Train, write the run folder, and return ``{"run": path, "val": metrics, ...}``."""
-    seed_everything(cfg.seed)
-    device = select_device(cfg.device)
+def train(cfg) -> RunSummary:
+    """Train, write the run folder, and return its summary (best epoch by validation Dice; ``metrics``: + n_train, n_val)."""
+    session = start_run(cfg, "seg", "train")
     train_items, val_items = contour_splits(cfg)
-    run = RunDir(new_run_dir("seg", "train", cfg.out, resume=cfg.resume))
-    run.save_config(cfg)
-    task = ContourTask(cfg, train_items, val_items, device)
+    task = ContourTask(cfg, train_items, val_items, session.device)
     for name, ds in (("train", task.train_ds), ("val", task.val_ds)):
         for item_id, why in ds.skipped:
             print(f"skipped {name} image {item_id}: {why}")
-    print(f"seg contour: {len(task.train_ds)} train, {len(task.val_ds)} validation images -> {run.path}")
-    save_label_figure(run.path / "correlation_maps.png",
+    print(f"seg contour: {len(task.train_ds)} train, {len(task.val_ds)} validation images -> {session.path}")
+    save_label_figure(session.run.path / "correlation_maps.png",
                       [contour_labels(it, cfg.image_size, task.params) for it in task.train_ds.items[:3]],
                       f"contour labels (mode={task.params.mode}, sigma_dist={task.params.sigma_dist}, "
                       f"sigma_int={task.params.sigma_int}, fusion={task.params.fusion})")
-    records = FitLoop(run, cfg.epochs, monitor="val/dice", mode="max", show_progress=cfg.progress,
-                      title="seg contour").fit(task, resume=cfg.resume)
-    final = {k.split("/", 1)[1]: v for k, v in records[-1].items() if k.startswith("val/")}
-    save_predictions(task, run.path / "predictions.png", cfg.overlays)
-    summary = {"run": str(run.path), "val": final, "n_train": len(task.train_ds), "n_val": len(task.val_ds),
-               "skipped": [list(s) for s in task.train_ds.skipped + task.val_ds.skipped]}
-    atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2, default=float))
-    print(f"val dice {final.get('dice', float('nan')):.4f} iou {final.get('iou', float('nan')):.4f} "
-          f"hd95 {final.get('hd95', float('nan')):.2f} corr_mae {final.get('corr_mae', float('nan')):.4f}")
-    return summary
+    summary = session.fit(task, monitor="val/dice", mode="max", title="seg contour",
+                          skipped=len(task.train_ds.skipped) + len(task.val_ds.skipped))
+    save_predictions(task, session.run.path / "predictions.png", cfg.overlays)
+    best = summary.metrics
+    print(f"val dice {best.get('val/dice', float('nan')):.4f} iou {best.get('val/iou', float('nan')):.4f} "
+          f"hd95 {best.get('val/hd95', float('nan')):.2f} corr_mae {best.get('val/corr_mae', float('nan')):.4f}")
+    return session.finish(summary, n_train=len(task.train_ds), n_val=len(task.val_ds))

@@ -19,17 +19,18 @@ def run(ctx: DemoContext) -> DemoSection:
                              progress=ctx.progress, epochs=20, lr=3e-3, image_size=32, base_width=8, n_exact=8, overlays=4)
         cfg.validate()
         s = train(cfg)
-        weights = f"{s['run']}/weights/best.pt"
+        weights = str(s.weights)
         run_predict(SegPredictConfig(weights=weights, source=str(data / "test" / "images"), out=str(out / "predict"),
                                      device=ctx.device, progress=ctx.progress))
     finally:
         torch.set_num_threads(threads)
     ctx.artifacts["seg_reweight_weights"] = weights
-    metrics = {"exact / rough training images": f"{s['n_exact']} / {s['n_rough']}",
-               "val Dice (best epoch)": s["best_val_dice"], "test Dice": s["test"]["dice"], "test IoU": s["test"]["iou"]}
-    if "gamma_auc" in s:
-        metrics["gamma AUC, wrong vs right rough masks"] = s["gamma_auc"]
-        metrics["mean gamma of wrong / right rough masks"] = f"{s['gamma_mean_wrong']:.2f} / {s['gamma_mean_right']:.2f}"
+    m = s.metrics
+    metrics = {"exact / rough training images": f"{m['n_exact']} / {m['n_rough']}",
+               "val Dice (best epoch)": s.best, "test Dice": m["test/dice"], "test IoU": m["test/iou"]}
+    if "gamma_auc" in m:
+        metrics["gamma AUC, wrong vs right rough masks"] = m["gamma_auc"]
+        metrics["mean gamma of wrong / right rough masks"] = f"{m['gamma_mean_wrong']:.2f} / {m['gamma_mean_right']:.2f}"
     overlays = sorted((out / "train" / "overlays").glob("*.png"))[:2]
     return DemoSection(
         title="seg-reweight (few exact masks, many rough ones)",

@@ -1,4 +1,4 @@
-"""The reweighting trainer: ``train(cfg: SegReweightConfig) -> dict``.
+"""The reweighting trainer: ``train(cfg: SegReweightConfig) -> RunSummary``.
 
 Per step: an exact batch and a rough batch give ``mean exact loss + mean(gamma_k * rough loss_k)``;
 with ``--mixing`` a main and an auxiliary U-Net (different initialisations) are trained side by
@@ -13,7 +13,6 @@ The run folder gets the engine's files (config, metrics.jsonl, weights/, curves.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,12 +20,10 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from fastmed.engine.atomic import atomic_write_text
 from fastmed.engine.checkpoint import load_model, make_checkpoint
 from fastmed.engine.device import autocast, select_device
-from fastmed.engine.fit import FitLoop
-from fastmed.engine.run_dir import RunDir, new_run_dir
-from fastmed.engine.seed import seed_everything
+from fastmed.engine.run_dir import RunDir
+from fastmed.engine.training_run import RunSummary, start_run
 from fastmed.errors import DataError
 from fastmed.nets.unet import UNet
 from fastmed.seg.data import SegDataset, SegItem, scan_seg_split, seg_splits
@@ -268,33 +265,32 @@ def evaluate_test_split(cfg, run: RunDir) -> dict[str, float] | None:
     return segmentation_metrics(pred, ds.masks[:, 0])
 
 
-def train(cfg) -> dict[str, Any]:
-    """Train, write the run folder, and return ``{"run": path, "val": metrics, "gamma_auc": ..., ...}``."""
-    seed_everything(cfg.seed)
-    device = select_device(cfg.device)
+def train(cfg) -> RunSummary:
+    """Train, write the run folder, and return its summary (best epoch by validation Dice).
+
+    Extra ``metrics``: ``n_exact``, ``n_rough``, ``n_val``; ``gamma_auc``,
+    ``gamma_mean_wrong``, ``gamma_mean_right`` when meta.csv marks wrong rough
+    masks; ``test/<metric>`` of best.pt when the data has a test/ split.
+    """
+    session = start_run(cfg, "seg", "train")
     exact, rough, val = load_splits(cfg)
-    run = RunDir(new_run_dir("seg", "train", cfg.out, resume=cfg.resume))
-    run.save_config(cfg)
-    task = ReweightTask(cfg, exact, rough, val, device)
+    task = ReweightTask(cfg, exact, rough, val, session.device)
     rough = task.rough.items
-    print(f"seg reweight: {len(exact)} exact, {len(rough)} rough, {len(val)} validation images -> {run.path}")
-    records = FitLoop(run, cfg.epochs, monitor="val/dice", mode="max", show_progress=cfg.progress, title="seg reweight").fit(task, resume=cfg.resume)
-    final = {k.split("/", 1)[1]: v for k, v in records[-1].items() if k.startswith("val/")}
-    best = max(records, key=lambda r: r.get("val/dice", float("-inf")))
-    summary: dict[str, Any] = {"run": str(run.path), "val": final, "best_val_dice": best.get("val/dice"), "best_epoch": best["epoch"], "n_exact": len(exact), "n_rough": len(rough), "n_val": len(val)}
+    print(f"seg reweight: {len(exact)} exact, {len(rough)} rough, {len(val)} validation images -> {session.path}")
+    summary = session.fit(task, monitor="val/dice", mode="max", title="seg reweight")
+    run = session.run
+    extra: dict[str, Any] = {"n_exact": len(exact), "n_rough": len(rough), "n_val": len(val)}
     if rough:
         write_gamma_history(run.path / "gamma_history.csv", task.gammas, rough)
         wrong = rough_wrong_labels(rough)
         plot_gamma(task.gammas.history, run.path / "gamma.png", wrong)
         if wrong is not None:
-            summary["gamma_auc"] = separation_auc(task.gammas.gamma.numpy(), wrong)
-            summary["gamma_mean_wrong"] = float(task.gammas.gamma.numpy()[wrong].mean()) if wrong.any() else None
-            summary["gamma_mean_right"] = float(task.gammas.gamma.numpy()[~wrong].mean()) if (~wrong).any() else None
+            extra["gamma_auc"] = separation_auc(task.gammas.gamma.numpy(), wrong)
+            extra["gamma_mean_wrong"] = float(task.gammas.gamma.numpy()[wrong].mean()) if wrong.any() else None
+            extra["gamma_mean_right"] = float(task.gammas.gamma.numpy()[~wrong].mean()) if (~wrong).any() else None
     write_overlays(task.val, task.predict_val(), run.path / "overlays", cfg.overlays, overlay_mask)
     test = evaluate_test_split(cfg, run)
-    if test is not None:
-        summary["test"] = test
-    atomic_write_text(run.path / "summary.json", json.dumps(summary, indent=2, default=float))
-    print(f"val dice {final.get('dice', float('nan')):.4f} iou {final.get('iou', float('nan')):.4f}"
-          + (f"; gamma AUC (wrong vs right rough masks) {summary['gamma_auc']:.3f}" if "gamma_auc" in summary else ""))
-    return summary
+    extra.update({f"test/{k}": v for k, v in (test or {}).items()})
+    print(f"val dice {summary.metrics.get('val/dice', float('nan')):.4f} iou {summary.metrics.get('val/iou', float('nan')):.4f}"
+          + (f"; gamma AUC (wrong vs right rough masks) {extra['gamma_auc']:.3f}" if "gamma_auc" in extra else ""))
+    return session.finish(summary, **extra)
