@@ -42,3 +42,14 @@ def test_stage_selection(tmp_path, fake_stages):
     assert "boom" not in (tmp_path / "REPORT.md").read_text()
     with pytest.raises(FastmedError, match="unknown demo stage"):
         demo.run_demo(DemoConfig(out=str(tmp_path), stages=["nope"]))
+
+
+def test_stages_use_the_trainers_returned_summary_not_their_run_files():
+    """A stage reads a trainer's results from the returned ``RunSummary``, never back from its run folder."""
+    import importlib
+    import inspect
+
+    for name, spec in demo.STAGES:
+        source = inspect.getsource(importlib.import_module(spec.split(":")[0]))
+        for run_file in ("metrics.jsonl", "summary.json", "config.yaml", '"weights" / "best.pt"', "/weights/best.pt"):
+            assert run_file not in source, f"stage {name} reads {run_file}"
