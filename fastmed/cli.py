@@ -96,7 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RunInterrupted as exc:
-        if exc.resumable:
+        if not any(f.name == "resume" for f in dataclasses.fields(cfg)):  # e.g. `fastmed demo` running a trainer
+            print(f"interrupted (run {exc.run})", file=sys.stderr)
+        elif exc.resumable:
             print(f"interrupted; resume with: {_resume_command(cmd, cfg, exc.run)}", file=sys.stderr)
         else:
             print(f"interrupted before the first epoch of {exc.run} finished; nothing to resume (run the command again)",

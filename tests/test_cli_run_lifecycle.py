@@ -96,6 +96,15 @@ def test_ctrl_c_before_the_first_epoch_says_there_is_nothing_to_resume(monkeypat
     assert "nothing to resume" in capsys.readouterr().err
 
 
+def test_ctrl_c_in_a_command_without_resume_offers_none(monkeypatch, capsys):
+    def interrupted(cfg):  # `fastmed demo` runs trainers but has no --resume
+        raise RunInterrupted("demo/polyp/train", resumable=True)
+
+    monkeypatch.setattr(Command, "load_runner", lambda self: interrupted)
+    assert main(["demo", "--out", "demo"]) == 130
+    assert capsys.readouterr().err == "interrupted (run demo/polyp/train)\n"
+
+
 @pytest.mark.parametrize("option,value", [
     ("--lr", "nan"), ("--lr", "inf"), ("--lr", "0"), ("--weight-decay", "-0.1"), ("--weight-decay", "nan"),
     ("--epochs", "0"), ("--batch-size", "0"), ("--workers", "-1"),
