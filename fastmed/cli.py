@@ -56,12 +56,16 @@ def _find(commands: list[Command], argv: list[str]) -> tuple[Command, list[str]]
 
 
 def _resume_command(cmd: Command, cfg: object, run: str) -> str:
-    """The command line that continues ``run``: ``cfg``'s non-default options, then ``--out RUN --resume``."""
+    """The command line that continues ``run``: ``cfg``'s non-default options, then ``--out RUN --resume``.
+
+    The selector of a command with variants (``seg train --method``) is always written: each variant has
+    its own default for it, so leaving it out would resume as the default variant.
+    """
     parts = ["fastmed", cmd.name]
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if f.name in ("out", "resume", "overwrite") or value == default:
+        if f.name in ("out", "resume", "overwrite") or (value == default and f.name != cmd.selector):
             continue
         text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
         parts += [f"--{f.name.replace('_', '-')}", shlex.quote(text)]

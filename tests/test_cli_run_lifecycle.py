@@ -87,6 +87,17 @@ def test_ctrl_c_prints_the_command_that_resumes(monkeypatch, capsys):
                    "--out runs/polyp/train3 --resume\n")
 
 
+def test_ctrl_c_resume_command_keeps_the_seg_method(monkeypatch, capsys):
+    """--method contour equals the contour config's own default, yet resuming without it would run reweight."""
+    def interrupted(cfg):
+        raise RunInterrupted("runs/seg/train", resumable=True)
+
+    monkeypatch.setattr(Command, "load_runner", lambda self: interrupted)
+    assert main(["seg", "train", "--method", "contour", "--data", "d"]) == 130
+    assert capsys.readouterr().err == ("interrupted; resume with: fastmed seg train --data d --method contour "
+                                       "--out runs/seg/train --resume\n")
+
+
 def test_ctrl_c_before_the_first_epoch_says_there_is_nothing_to_resume(monkeypatch, capsys):
     def interrupted(cfg):
         raise RunInterrupted("runs/polyp/train3", resumable=False)
