@@ -21,6 +21,8 @@ demo: setup
 test: setup
 	FASTMED_PROGRESS=0 $(BIN)/python -m pytest -q
 
+# test-all adds the slow tests: every evidence script in benchmarks/ in --quick mode (tests/test_evidence_scripts.py;
+# about a minute each, results in temporary folders)
 test-all: setup
 	FASTMED_PROGRESS=0 $(BIN)/python -m pytest -q -m "not gpu and not tensorrt"
 

@@ -17,8 +17,10 @@ mean ± sd over seeds; the teacher's top-1; parameters, weight MB and CPU latenc
     .venv/bin/python benchmarks/distill_evidence.py --dataset digits
     .venv/bin/python benchmarks/distill_evidence.py --dataset polyp
     .venv/bin/python benchmarks/distill_evidence.py --report        # distill.md from the JSON files
+    .venv/bin/python benchmarks/distill_evidence.py --quick         # smoke run: digits, 1 seed, 2 epochs, 8 px, 2 methods
 
-writes ``benchmarks/results/distill_<dataset>.json`` and ``benchmarks/results/distill.md``.
+writes ``benchmarks/results/distill_<dataset>.json`` and ``benchmarks/results/distill.md``
+(``--quick``: into a temporary folder, or ``--out``).
 """
 from __future__ import annotations
 
@@ -33,8 +35,7 @@ from pathlib import Path
 
 import torch
 from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from quick import add_quick_options, results_folder  # benchmarks/quick.py
 METHODS = {
     "scratch": dict(kd_weight=0.0, mi_weight=0.0),
     "kd": dict(kd_weight=1.0, mi_weight=0.0),
@@ -46,6 +47,9 @@ SETTINGS = {  # dataset -> data source (None: synthetic polyps written to a temp
     "digits": dict(data="digits", image_size=16, batch_size=64, teacher_epochs=6, student_epochs=6, lr=2e-3),
     "polyp": dict(data=None, image_size=32, batch_size=32, teacher_epochs=15, student_epochs=15, lr=2e-3),
 }
+# --quick: digits only, and only the two ends of the method list
+QUICK = dict(data="digits", image_size=8, batch_size=128, teacher_epochs=2, student_epochs=2, lr=2e-3)
+QUICK_METHODS = ("scratch", "mi_prior_kd")
 
 
 def _config(setting: dict, data: str, out: Path, arch: str, epochs: int, seed: int, teacher: str | None,
@@ -60,21 +64,21 @@ def _config(setting: dict, data: str, out: Path, arch: str, epochs: int, seed: i
     return cfg
 
 
-def run_dataset(name: str, seeds: list[int], label_fraction: float, work: Path) -> dict:
+def run_dataset(name: str, seeds: list[int], label_fraction: float, work: Path, setting: dict, methods: dict,
+                latency_runs: int = 50) -> dict:
     from fastmed.distill.size import cpu_latency_ms, model_size
-    from fastmed.distill.train import train_student
+    from fastmed.distill.train import run_train
     from fastmed.engine.checkpoint import load_model
 
-    setting = SETTINGS[name]
     data, teacher_epochs, student_epochs = setting["data"], setting["teacher_epochs"], setting["student_epochs"]
     if data is None:
         from fastmed.data.synthetic import make_synthetic
 
         data = str(make_synthetic(work / "synth", seed=0, size="small", parts=["polyp"]) / "polyp")
     t0 = time.perf_counter()
-    teacher_run, history = train_student(_config(setting, data, work / "teacher", "resnet18", teacher_epochs, 0, None,
-                                                 1.0, kd_weight=0.0, mi_weight=0.0))
-    teacher_ckpt = str(teacher_run / "weights" / "last.pt")
+    teacher_run = run_train(_config(setting, data, work / "teacher", "resnet18", teacher_epochs, 0, None,
+                                    1.0, kd_weight=0.0, mi_weight=0.0))
+    teacher_ckpt, history = str(teacher_run.last_weights), teacher_run.history
     result = {"dataset": name, "data": data if name != "polyp" else "synthetic polyps (size small)",
               "teacher": {"arch": "resnet18", "epochs": teacher_epochs, "val_acc": history[-1]["val/acc"]},
               "student": {"arch": "mobilenet_v3_small", "epochs": student_epochs, "lr": setting["lr"],
@@ -82,15 +86,15 @@ def run_dataset(name: str, seeds: list[int], label_fraction: float, work: Path) 
               "methods": {}}
     print(f"[{name}] teacher val acc {history[-1]['val/acc']:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     student_ckpt = None
-    for method, loss in METHODS.items():
+    for method, loss in methods.items():
         accs = []
         for seed in seeds:
             t1 = time.perf_counter()
             teacher = None if method == "scratch" else teacher_ckpt
-            run, hist = train_student(_config(setting, data, work / f"{method}_{seed}", "mobilenet_v3_small",
-                                              student_epochs, seed, teacher, label_fraction, **loss))
-            accs.append(hist[-1]["val/acc"])
-            student_ckpt = student_ckpt or str(run / "weights" / "last.pt")
+            run = run_train(_config(setting, data, work / f"{method}_{seed}", "mobilenet_v3_small",
+                                    student_epochs, seed, teacher, label_fraction, **loss))
+            accs.append(run.history[-1]["val/acc"])
+            student_ckpt = student_ckpt or str(run.last_weights)
             print(f"[{name}] {method} seed {seed}: val acc {accs[-1]:.4f} ({time.perf_counter() - t1:.0f} s)", flush=True)
         result["methods"][method] = {"val_acc": accs, "mean": statistics.mean(accs),
                                      "sd": statistics.stdev(accs) if len(accs) > 1 else 0.0}
@@ -99,7 +103,7 @@ def run_dataset(name: str, seeds: list[int], label_fraction: float, work: Path) 
     size = ckpt["input_size"][0]
     for role, model in (("teacher", teacher_model), ("student", student_model)):
         result[role].update(model_size(model))
-        result[role]["cpu_latency_ms_b1"] = cpu_latency_ms(model, size, runs=50)
+        result[role]["cpu_latency_ms_b1"] = cpu_latency_ms(model, size, runs=latency_runs)
     result["input_size"] = size
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     return result
@@ -137,9 +141,9 @@ def render_markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_report() -> Path:
-    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("distill_*.json"))]
-    path = RESULTS / "distill.md"
+def write_report(folder: Path) -> Path:
+    results = [json.loads(p.read_text()) for p in sorted(folder.glob("distill_*.json"))]
+    path = folder / "distill.md"
     path.write_text(render_markdown(results), encoding="utf-8")
     return path
 
@@ -150,19 +154,25 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds of the students")
     ap.add_argument("--label-fraction", type=float, default=1.0, help="fraction of labels the students see")
     ap.add_argument("--report", action="store_true", help="only rewrite distill.md from the JSON files")
+    add_quick_options(ap, "digits at 8 px, 1 seed, teacher and 2 students (scratch, mi_prior_kd) 2 epochs")
     args = ap.parse_args()
     os.environ.setdefault("FASTMED_PROGRESS", "0")
     torch.set_num_threads(1)  # two threads were 8x slower than one on the shared machine
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        args.dataset, args.seeds = "digits", "0"
+    results = results_folder(args, "distill_evidence")
     if not args.report:
         if not args.dataset:
             ap.error("--dataset is required unless --report")
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        setting = QUICK if args.quick else SETTINGS[args.dataset]
+        methods = {m: METHODS[m] for m in QUICK_METHODS} if args.quick else METHODS
         with tempfile.TemporaryDirectory() as tmp:
-            result = run_dataset(args.dataset, seeds, args.label_fraction, Path(tmp))
+            result = run_dataset(args.dataset, seeds, args.label_fraction, Path(tmp), setting, methods,
+                                 5 if args.quick else 50)
         result["machine"] = machine()
-        (RESULTS / f"distill_{args.dataset}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {write_report()}")
+        (results / f"distill_{args.dataset}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {write_report(results)}")
 
 
 if __name__ == "__main__":

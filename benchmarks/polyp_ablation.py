@@ -21,9 +21,10 @@ debiased Sinkhorn divergence between real and generated features per class
 (larger = further from the real distribution); mean absolute pixel change
 from the source image.
 
-    .venv/bin/python benchmarks/polyp_ablation.py [--seeds 0,1] [--size small] [--quick]
+    .venv/bin/python benchmarks/polyp_ablation.py [--seeds 0,1] [--size small] [--quick] [--out DIR]
 
-Writes ``benchmarks/results/polyp_ablation.json`` and ``.md`` (``polyp_ablation_quick.*`` with ``--quick``). Everything
+Writes ``benchmarks/results/polyp_ablation.json`` and ``.md`` (``--quick``: ``polyp_ablation_quick.*`` in a
+temporary folder, or ``--out``; its work folder is temporary too). Everything
 runs through the same Python API as the CLI (``run_augment``,
 ``run_generate``, ``run_pretrain``, ``run_train``).
 """
@@ -32,7 +33,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,6 +46,7 @@ from fastmed.cfg.polyp import PolypAugmentConfig, PolypGenerateConfig, PolypPret
 from fastmed.data.synthetic import make_synthetic
 from fastmed.engine.checkpoint import load_model
 from fastmed.engine.classify import evaluate_class_folder, predict_paths
+from fastmed.engine.training_run import RunSummary
 from fastmed.kernels import sinkhorn_divergence
 from fastmed.nets.classifiers import feature_extractor
 from fastmed.polyp.augment import run_augment
@@ -51,13 +55,13 @@ from fastmed.polyp.image_sets import imagenet_normalize, load_class_folders
 from fastmed.polyp.pretrain import run_pretrain
 from fastmed.polyp.train import run_train
 from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
+from quick import add_quick_options, results_folder  # benchmarks/quick.py
 
-RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {"a": "original", "a2": "original, 2x epochs (the updates of b, c)", "b": "+ generated, no distribution losses",
             "c": "+ generated, with distribution losses"}
 
 
-def _train(data: Path, out: Path, seed: int, args, extra: list[str], pretrained: str | None, epoch_factor: int = 1) -> dict:
+def _train(data: Path, out: Path, seed: int, args, extra: list[str], pretrained: str | None, epoch_factor: int = 1) -> RunSummary:
     return run_train(PolypTrainConfig(data=str(data), extra_data=extra, pretrained=pretrained, arch=args.arch,
                                       epochs=args.epochs * epoch_factor, batch_size=32, lr=2e-3, image_size=args.image_size,
                                       out=str(out), seed=seed, device="cpu", progress=False))
@@ -99,7 +103,7 @@ def run_seed(seed: int, data: Path, work: Path, args, judge: torch.nn.Module, ju
         aug = run_augment(PolypAugmentConfig(data=str(data), epochs=args.gen_epochs, steps_per_epoch=args.gen_steps, per_class=4,
                                              image_size=args.image_size, w_dist1=w1, w_dist2=w2, margin=args.margin,
                                              out=str(work / f"augment_{v}"), seed=seed, device="cpu", progress=False))
-        gen = run_generate(PolypGenerateConfig(weights=aug["weights"], data=str(data), out=str(work / f"generated_{v}"),
+        gen = run_generate(PolypGenerateConfig(weights=str(aug.weights), data=str(data), out=str(work / f"generated_{v}"),
                                                seed=seed, device="cpu", progress=False))
         gens[v] = gen["out"]
         quality[v] = generated_quality(Path(gen["out"]), data, judge, judge_ckpt, args.image_size)
@@ -109,15 +113,17 @@ def run_seed(seed: int, data: Path, work: Path, args, judge: torch.nn.Module, ju
                                            device="cpu", progress=False))
     scores = {}
     for v in VARIANTS:
-        for pretrained in (None, pre["weights"]):
+        for pretrained in (None, str(pre.weights)):
+            if args.quick and pretrained and v != "a":  # --quick: the pre-trained encoder in variant (a) only
+                continue
             name = f"{v}{'+pre' if pretrained else ''}"
             run = _train(data, work / f"train_{name}", seed, args, [gens[v]] if v in gens else [], pretrained, 2 if v == "a2" else 1)
-            model, ckpt = load_model(run["weights"])
+            model, ckpt = load_model(run.weights)
             scores[name] = {split: {k: evaluate_class_folder(model, ckpt, data / split, torch.device("cpu"))[k] for k in ("acc", "macro_f1")}
                             for split in ("test_shift", "test")}
             print(f"[seed {seed}] {name}: {scores[name]}", flush=True)
-    return {"seed": seed, "scores": scores, "generated": quality, "pretrain_val_mse": pre["val_mse"],
-            "pretrain_val_mse_identity": pre["val_mse_identity"], "seconds": round(time.perf_counter() - t0, 1)}
+    return {"seed": seed, "scores": scores, "generated": quality, "pretrain_val_mse": pre.metrics["val/mse"],
+            "pretrain_val_mse_identity": pre.metrics["val/mse_identity"], "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _ms(values: list[float]) -> str:
@@ -126,9 +132,8 @@ def _ms(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def write_results(per_seed: list[dict], args, meta: dict, stem: str) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "seeds": per_seed}, indent=1))
+def write_results(per_seed: list[dict], args, meta: dict, results: Path, stem: str) -> None:
+    (results / f"{stem}.json").write_text(json.dumps({"meta": meta, "seeds": per_seed}, indent=1))
     names = list(per_seed[0]["scores"])
     lines = [f"# polyp ablation ({meta['size']} synthetic set, {len(per_seed)} seed(s): {meta['seeds']}, CPU)", "",
              f"Recognizer {args.arch} at {args.image_size}px, {args.epochs} epochs; generators {args.gen_epochs}x{args.gen_steps} updates "
@@ -149,14 +154,14 @@ def write_results(per_seed: list[dict], args, meta: dict, stem: str) -> None:
     lines += ["", f"Pre-training restoration MSE: {_ms([s['pretrain_val_mse'] for s in per_seed])} "
               f"(corrupted input: {_ms([s['pretrain_val_mse_identity'] for s in per_seed])}).",
               "", f"Machine: {meta['machine']}; torch {meta['torch']}; {meta['note']}; total {meta['seconds']} s."]
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    (results / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--size", default="small", choices=["tiny", "small", "demo", "large"])
-    ap.add_argument("--work", default="runs/polyp_ablation")
+    ap.add_argument("--work", help="work folder (default runs/polyp_ablation; with --quick a temporary folder)")
     ap.add_argument("--arch", default="resnet18")
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=4)
@@ -165,25 +170,29 @@ def main() -> None:
     ap.add_argument("--pre-epochs", type=int, default=4)
     ap.add_argument("--w-dist", type=float, default=1.0)
     ap.add_argument("--margin", type=float, default=0.1)
-    ap.add_argument("--quick", action="store_true", help="tiny data, 1 seed, 1 epoch everywhere (smoke run)")
+    add_quick_options(ap, "tiny data, 1 seed, recognizers 3 epochs (pre-trained: variant a only), generators 2 updates, "
+                          "pre-training 1 epoch, 1 thread")
     args = ap.parse_args()
     if args.quick:
-        args.seeds, args.size, args.epochs, args.gen_epochs, args.gen_steps, args.pre_epochs = "0", "tiny", 1, 1, 2, 1
-    torch.set_num_threads(2)
+        args.seeds, args.size, args.epochs, args.gen_epochs, args.gen_steps, args.pre_epochs = "0", "tiny", 3, 1, 2, 1
+    torch.set_num_threads(1 if args.quick else 2)
+    results = results_folder(args, "polyp_ablation")
     seeds = [int(s) for s in args.seeds.split(",")]
-    work = Path(args.work)
+    work = Path(args.work or (tempfile.mkdtemp(prefix="polyp_ablation_") if args.quick else "runs/polyp_ablation"))
     t0 = time.perf_counter()
     data = make_synthetic(work / "data", seed=0, size=args.size, parts=["polyp"]) / "polyp"
-    judge, judge_ckpt = load_model(_train(data, work / "judge", 1000, args, [], None)["weights"])
+    judge, judge_ckpt = load_model(_train(data, work / "judge", 1000, args, [], None).weights)
     stem = "polyp_ablation_quick" if args.quick else "polyp_ablation"
     per_seed = []
     for s in seeds:  # results are rewritten after every seed, so a cut-short run keeps what it finished
         per_seed.append(run_seed(s, data, work / f"seed{s}", args, judge, judge_ckpt))
-        meta = {"size": args.size, "seeds": [r["seed"] for r in per_seed], "machine": f"{platform.machine()} CPU, 2 threads",
+        meta = {"size": args.size, "seeds": [r["seed"] for r in per_seed], "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s)",
                 "torch": torch.__version__, "note": machine_note(),
                 "seconds": round(time.perf_counter() - t0, 1), "args": vars(args)}
-        write_results(per_seed, args, meta, stem)
-    print((RESULTS / f"{stem}.md").read_text())
+        write_results(per_seed, args, meta, results, stem)
+    print((results / f"{stem}.md").read_text())
+    if args.quick and not args.work:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ polygons). Paired differences (mask+corr minus mask) per seed are summarised.
 Torch runs on one thread (the machine is shared; two threads under load were
 ~8x slower here).
 
-    .venv/bin/python benchmarks/seg_contour_evidence.py [--steps 150] [--seeds 0 1 2] [--n-train 4 12 32]
+    .venv/bin/python benchmarks/seg_contour_evidence.py [--steps 150] [--seeds 0 1 2] [--n-train 4 12 32] [--out DIR]
 
-Writes ``benchmarks/results/seg_contour_evidence.json`` and ``.md``.
+Writes ``benchmarks/results/seg_contour_evidence.json`` and ``.md`` (``--quick``: into a temporary folder).
 """
 from __future__ import annotations
 
@@ -30,8 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from quick import add_quick_options, results_folder  # benchmarks/quick.py
 VARIANTS = {"mask": 0.0, "mask+corr": 1.0}
 
 
@@ -115,7 +114,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--name", default="seg_contour_evidence")
+    add_quick_options(parser, "1 seed, 8 training images, 60 steps, 16 held-out images")
     args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.n_train, args.steps, args.n_eval = [0], [8], 60, 16
+    results = results_folder(args, "seg_contour_evidence")
     torch.set_num_threads(1)
     from fastmed.data.synthetic.seg import make_seg_dataset
 
@@ -130,9 +133,8 @@ def main() -> None:
                   f"hd95 {r['hd95']:.2f} corr_mae {r['corr_mae']:.3f} ({r['train_s']} s)", flush=True)
     res = {"args": vars(args), "n_eval": args.n_eval, "torch": torch.__version__, "machine": machine_note(), "python": platform.python_version(),
            "total_s": time.perf_counter() - t_all, "runs": runs, "summary": summarize(runs, args.n_train)}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=2))
-    (RESULTS / f"{args.name}.md").write_text(to_markdown(res))
+    (results / f"{args.name}.json").write_text(json.dumps(res, indent=2))
+    (results / f"{args.name}.md").write_text(to_markdown(res))
     print(to_markdown(res))
 
 

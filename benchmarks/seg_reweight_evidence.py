@@ -13,7 +13,8 @@ Reported: test-split Dice / IoU of the best-on-validation checkpoint, mean +- sd
 and the AUC of (1 - gamma) for "rough mask is wrong" at the end of training (c, d).
 Writes ``benchmarks/results/seg_reweight_evidence.{json,md}``. CPU-sized: a few minutes.
 
-    .venv/bin/python benchmarks/seg_reweight_evidence.py [--seeds 0,1,2] [--epochs 20] [--lr 3e-3]
+    .venv/bin/python benchmarks/seg_reweight_evidence.py [--seeds 0,1,2] [--epochs 20] [--lr 3e-3] [--out DIR]
+    .venv/bin/python benchmarks/seg_reweight_evidence.py --quick   # smoke run into a temporary folder
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from quick import add_quick_options, results_folder  # benchmarks/quick.py (this folder is on sys.path)
 
 from fastmed.cfg.seg import SegReweightConfig
 from fastmed.data.synthetic.seg import make_seg_dataset
@@ -57,9 +59,12 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--base-width", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy 2-core machine)")
-    ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--name", default="seg_reweight_evidence", help="result file stem")
+    add_quick_options(ap, "1 seed, 40 training images, 15 epochs")
     args = ap.parse_args()
+    if args.quick:
+        args.seeds, args.n_train, args.epochs = "0", 40, 15
+    out = results_folder(args, "seg_reweight_evidence")
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     work = Path(tempfile.mkdtemp(prefix="seg_reweight_evidence_"))
@@ -75,10 +80,11 @@ def main() -> None:
             cfg.validate()
             t0 = time.perf_counter()
             s = train(cfg)
-            runs.append({"variant": name, "seed": seed, "test_dice": s["test"]["dice"], "test_iou": s["test"]["iou"],
-                         "test_hd95": s["test"]["hd95"], "best_val_dice": s["best_val_dice"], "best_epoch": s["best_epoch"],
-                         "gamma_auc": s.get("gamma_auc"), "gamma_mean_wrong": s.get("gamma_mean_wrong"),
-                         "gamma_mean_right": s.get("gamma_mean_right"), "seconds": round(time.perf_counter() - t0, 1)})
+            m = s.metrics
+            runs.append({"variant": name, "seed": seed, "test_dice": m["test/dice"], "test_iou": m["test/iou"],
+                         "test_hd95": m["test/hd95"], "best_val_dice": s.best, "best_epoch": s.best_epoch,
+                         "gamma_auc": m.get("gamma_auc"), "gamma_mean_wrong": m.get("gamma_mean_wrong"),
+                         "gamma_mean_right": m.get("gamma_mean_right"), "seconds": round(time.perf_counter() - t0, 1)})
             print(json.dumps(runs[-1]), flush=True)
     table = {}
     for name in VARIANTS:
@@ -99,8 +105,6 @@ def main() -> None:
         "table": table,
         "runs": runs,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     lines = [
         "# seg-reweight evidence",

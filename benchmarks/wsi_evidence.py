@@ -15,13 +15,19 @@
    slide per step, on these slides and on random features of realistic size
    (ResNet-50-layer3 width 1024, 500-6000 patches per slide).
 
-    .venv/bin/python benchmarks/wsi_evidence.py [--quick]
+Training runs with the options of ``fastmed wsi train`` (``WsiTrainConfig``'s
+defaults; only the epochs, seeds, loss weights and, for the timing, the slides
+per step are set here).
 
-Writes ``benchmarks/results/wsi_evidence.json`` and ``.md`` (+ an example heatmap PNG).
+    .venv/bin/python benchmarks/wsi_evidence.py [--quick] [--out DIR]
+
+Writes ``benchmarks/results/wsi_evidence.json`` and ``.md`` (+ an example heatmap PNG);
+``--quick`` (12 small slides, 1 seed, 1 thread, about a minute) writes them into a temporary folder.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import shutil
@@ -29,11 +35,12 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
+from quick import add_quick_options, results_folder  # benchmarks/quick.py (this folder is on sys.path)
 
+from fastmed.cfg.wsi import WsiTrainConfig
 from fastmed.data.split import stratified_split
 from fastmed.data.synthetic.slides import make_slides
 from fastmed.wsi.bags import SlideBag, load_bags, read_labels
@@ -41,7 +48,6 @@ from fastmed.wsi.features import extract_features
 from fastmed.wsi.tile import TileOptions, tile_folder
 from fastmed.wsi.train import WsiTrainTask, evaluate_bags
 
-RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {
     "all four losses": dict(w_patch=1.0, w_bag=1.0, w_topk=0.5, w_attn=0.5),
     "no patch labels (losses 1, 4 off)": dict(w_patch=0.0, w_bag=1.0, w_topk=0.5, w_attn=0.0),
@@ -50,15 +56,14 @@ VARIANTS = {
 }
 
 
-def train_cfg(**over) -> SimpleNamespace:
-    """The options ``WsiTrainTask`` reads (defaults of ``fastmed wsi train``)."""
-    base = dict(hidden=128, attn_dim=64, dropout=0.1, normalize="sigmoid", lr=1e-3, weight_decay=1e-4, batch_size=4,
-                top_k=8, max_patches=4096, patch_samples=512, threshold=0.5, amp=False, seed=0, epochs=15,
-                w_patch=1.0, w_bag=1.0, w_topk=0.5, w_attn=0.5)
-    return SimpleNamespace(**{**base, **over})
+def train_cfg(**over) -> WsiTrainConfig:
+    """``fastmed wsi train``'s config with ``over`` set (the bags are passed in memory, so no folders are read)."""
+    cfg = WsiTrainConfig(features="(bags in memory)", labels="(bags in memory)", device="cpu", progress=False, **over)
+    cfg.validate()
+    return cfg
 
 
-def fit(train: list[SlideBag], cfg: SimpleNamespace) -> tuple[WsiTrainTask, list[float]]:
+def fit(train: list[SlideBag], cfg: WsiTrainConfig) -> tuple[WsiTrainTask, list[float]]:
     """Train ``cfg.epochs`` epochs (no validation); return the task and the seconds of each epoch."""
     torch.manual_seed(cfg.seed)
     task = WsiTrainTask(cfg, train, [], torch.device("cpu"), {"class_names": ["normal", "tumor"]})
@@ -88,10 +93,11 @@ def random_bags(n: int, dim: int, seed: int) -> list[SlideBag]:
     return out
 
 
-def epoch_timing(slides: list[SlideBag], repeats: int) -> list[dict]:
+def epoch_timing(slides: list[SlideBag], repeats: int, n_random: int = 24) -> list[dict]:
     """Median seconds of a warm training epoch, 8 slides per step vs 1, runs interleaved (load noise hits both)."""
     rows = []
-    for label, data in (("synthetic slides (tiny features, 64-d)", slides), ("random 1024-d bags, 500-6000 patches", random_bags(24, 1024, 0))):
+    for label, data in (("synthetic slides (tiny features, 64-d)", slides),
+                        ("random 1024-d bags, 500-6000 patches", random_bags(n_random, 1024, 0))):
         per: dict[int, list[float]] = {8: [], 1: []}
         for _ in range(repeats):
             for spb in per:
@@ -115,26 +121,34 @@ def save_preview(src: Path, dst: Path, width: int = 1536) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer slides, seeds and epochs")
+    add_quick_options(p, "12 small slides with clear tumours, 1 seed, 40 epochs, 1 thread")
     p.add_argument("--keep", help="keep the work folder here (default: a temporary folder)")
     p.add_argument("--timing-only", action="store_true",
                    help="only redo the epoch timing, with the slides of --keep and the existing results JSON")
     args = p.parse_args()
-    torch.set_num_threads(2)
-    n_slides, n_test, seeds, epochs = (16, 8, [0], 8) if args.quick else (40, 16, [0, 1, 2], 20)
+    torch.set_num_threads(1 if args.quick else 2)
+    # quick: smaller slides with make_slides' default (larger, full-contrast) tumours; 8 train slides, 2 steps per epoch
+    n_slides, n_test, seeds, epochs = (12, 4, [0], 40) if args.quick else (40, 16, [0, 1, 2], 20)
+    height, width, radius, contrast = (512, 768, (0.06, 0.11), 1.0) if args.quick else (768, 1024, (0.04, 0.08), 0.6)
+    repeats, n_random = (1, 2) if args.quick else (5, 24)
+    results = results_folder(args, "wsi_evidence")
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="wsi_evidence_"))
     if args.timing_only:
-        res = json.loads((RESULTS / "wsi_evidence.json").read_text())
+        res = json.loads((results / "wsi_evidence.json").read_text())
         bags, _ = load_bags(work / "features", read_labels(work / "slides" / "labels.csv"))
-        res["epoch_time"] = epoch_timing(split(bags, res["slides"]["test"])[0], repeats=3 if args.quick else 5)
-        (RESULTS / "wsi_evidence.json").write_text(json.dumps(res, indent=2) + "\n")
-        (RESULTS / "wsi_evidence.md").write_text(render_md(res))
+        res["epoch_time"] = epoch_timing(split(bags, res["slides"]["test"])[0], repeats, n_random)
+        (results / "wsi_evidence.json").write_text(json.dumps(res, indent=2) + "\n")
+        (results / "wsi_evidence.md").write_text(render_md(res))
         return
     res: dict = {"machine": f"{platform.machine()}, shared 2-core CPU (noisy timings), torch {torch.__version__}",
-                 "slides": {"n": n_slides, "test": n_test, "size": "768x1024 level-0 px, mpp 0.5",
-                            "tumour_radius": [0.04, 0.08], "contrast": 0.6}}
+                 "quick": args.quick,
+                 "slides": {"n": n_slides, "test": n_test, "size": f"{height}x{width} level-0 px, mpp 0.5",
+                            "tumour_radius": list(radius), "contrast": contrast},
+                 # `fastmed wsi train`'s options as run here; each variant then sets its loss weights (VARIANTS)
+                 "train_config": {k: v for k, v in dataclasses.asdict(train_cfg(epochs=epochs)).items()
+                                  if k not in ("features", "labels", "out", "resume", "progress")}}
     t0 = time.perf_counter()
-    make_slides(work / "slides", n_slides, seed=0, height=768, width=1024, tumor_radius=(0.04, 0.08), contrast=0.6)
+    make_slides(work / "slides", n_slides, seed=0, height=height, width=width, tumor_radius=radius, contrast=contrast)
     res["slides"]["generate_s"] = round(time.perf_counter() - t0, 1)
 
     opts = TileOptions(patch_size=64, mpp=0.5, mask_downsample=16)
@@ -162,7 +176,7 @@ def main() -> None:
     res["training"] = {"train_slides": len(train), "test_slides": len(test), "epochs": epochs, "seeds": seeds,
                        "metric": "median over seeds, on test slides", "rows": rows}
 
-    timing = epoch_timing(train, repeats=3 if args.quick else 5)
+    timing = epoch_timing(train, repeats, n_random)
     res["epoch_time"] = timing
 
     from fastmed.wsi.heatmap import render_slide
@@ -173,11 +187,10 @@ def main() -> None:
     heat = work / "heat"
     heat.mkdir(exist_ok=True)
     render_slide(example, predict_bags(task.model, [example], torch.device("cpu"))[0], heat, None, None, 1024, 0.5, 0.5)
-    RESULTS.mkdir(exist_ok=True)
-    save_preview(heat / f"{example.slide_id}_overview.png", RESULTS / "wsi_heatmap_example.png")
-    (RESULTS / "wsi_evidence.json").write_text(json.dumps(res, indent=2) + "\n")
-    (RESULTS / "wsi_evidence.md").write_text(render_md(res))
-    print(f"wrote {RESULTS / 'wsi_evidence.json'} and .md; work folder {work}")
+    save_preview(heat / f"{example.slide_id}_overview.png", results / "wsi_heatmap_example.png")
+    (results / "wsi_evidence.json").write_text(json.dumps(res, indent=2) + "\n")
+    (results / "wsi_evidence.md").write_text(render_md(res))
+    print(f"wrote {results / 'wsi_evidence.json'} and .md; work folder {work}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

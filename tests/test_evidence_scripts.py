@@ -1,0 +1,96 @@
+"""The evidence scripts in benchmarks/ run end to end in ``--quick`` mode and their numbers show learning.
+
+Marked ``slow`` (``make test-all`` runs them; ``make test`` skips them): each
+script runs in a subprocess on one thread (about a minute each on an idle
+core), writing into ``tmp_path``. The thresholds sit well above chance and
+below what the quick runs gave (quoted at each assertion), so a method that
+stops learning fails them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _quick(script: str, out: Path, *args: str) -> Path:
+    """Run ``benchmarks/<script> --quick --out OUT``; return OUT."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FASTMED_PROGRESS": "0"}
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", "--out", str(out), *args],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out
+
+
+def test_quick_never_writes_into_benchmarks_results():
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "seg_contour_evidence.py"), "--quick", "--out",
+                           str(BENCHMARKS / "results")], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "does not write into" in done.stderr
+
+
+def test_wsi_evidence_quick(tmp_path):
+    out = _quick("wsi_evidence.py", tmp_path)
+    res = json.loads((out / "wsi_evidence.json").read_text())
+    assert (out / "wsi_evidence.md").stat().st_size > 0 and (out / "wsi_heatmap_example.png").stat().st_size > 0
+    rows = {r["variant"]: r for r in res["training"]["rows"]}
+    assert len(rows) == 4
+    # 2 tumour + 2 normal test slides: slide AUC 0.5 is chance; the quick run gave 1.0 for every variant
+    assert all(r["auc"] >= 0.75 for r in rows.values()), rows
+    # localization over the test slides' patches (chance 0.5): 0.83 with all four losses
+    assert rows["all four losses"]["patch_auc_combined"] >= 0.65
+    assert res["train_config"]["epochs"] == res["training"]["epochs"]  # the settings recorded are the ones run
+
+
+def test_seg_reweight_evidence_quick(tmp_path):
+    out = _quick("seg_reweight_evidence.py", tmp_path)
+    res = json.loads((out / "seg_reweight_evidence.json").read_text())
+    assert (out / "seg_reweight_evidence.md").stat().st_size > 0
+    table = res["table"]
+    assert set(table) == {"a_exact_only", "b_rough_gamma1", "c_reweight", "d_reweight_mix_2models"}
+    # gamma separates the deliberately wrong rough masks (AUC 0.5 = chance). Quick settings (40 images, 15 epochs),
+    # seeds 0 and 2: 0.97 for c and d (24 images: 0.94-1.0 for seeds 0, 1, 2)
+    assert table["c_reweight"]["gamma_auc"][0] >= 0.8 and table["d_reweight_mix_2models"]["gamma_auc"][0] >= 0.8
+    # the U-Net segments: best test Dice over the variants 0.84 (seed 0) and 0.75 (seed 2), well above the 0.32-0.41
+    # of runs still on the plateau they start on. The best variant, not c: c's Dice is seed-dependent at this size
+    # (seed 0: 0.84; seed 2: 0.40, and 0.41 with 24 images after 25 epochs)
+    assert max(row["dice"][0] for row in table.values()) >= 0.5, table
+
+
+def test_seg_contour_evidence_quick(tmp_path):
+    out = _quick("seg_contour_evidence.py", tmp_path)
+    res = json.loads((out / "seg_contour_evidence.json").read_text())
+    assert (out / "seg_contour_evidence.md").stat().st_size > 0
+    assert {r["corr_weight"] for r in res["runs"]} == {0.0, 1.0}
+    for r in res["runs"]:
+        assert r["dice"] >= 0.65, r  # seeds 0, 1, 2 gave 0.81-0.87 (both variants)
+
+
+def test_distill_evidence_quick(tmp_path):
+    out = _quick("distill_evidence.py", tmp_path)
+    res = json.loads((out / "distill_digits.json").read_text())
+    assert (out / "distill.md").stat().st_size > 0
+    # 10 digit classes: chance 0.1
+    assert res["teacher"]["val_acc"] >= 0.6
+    assert set(res["methods"]) == {"scratch", "mi_prior_kd"}
+    assert all(m["mean"] >= 0.2 for m in res["methods"].values()), res["methods"]
+    assert res["student"]["params"] < res["teacher"]["params"]
+
+
+def test_polyp_ablation_quick(tmp_path):
+    out = _quick("polyp_ablation.py", tmp_path)
+    res = json.loads((out / "polyp_ablation_quick.json").read_text())
+    assert (out / "polyp_ablation_quick.md").stat().st_size > 0
+    (seed,) = res["seeds"]
+    assert set(seed["scores"]) == {"a", "a+pre", "a2", "b", "c"}
+    # 3 balanced classes: chance 1/3
+    assert all(s["test"]["acc"] >= 0.5 for s in seed["scores"].values()), seed["scores"]
+    for gen in seed["generated"].values():
+        assert gen["class_agreement"] >= 0.5 and gen["pixel_change"] > 0
