@@ -51,12 +51,13 @@ def test_train_resume_predict_heatmap(pipeline):
     args = ["wsi", "train", "--features", str(root / "features"), "--labels", str(slides / "labels.csv"), "--out", str(run),
             "--batch-size", "2", "--max-patches", "128", "--device", "cpu", "--progress", "false", "--seed", "1"]
     assert main([*args, "--epochs", "1"]) == 0
-    assert main([*args, "--epochs", "10", "--resume"]) == 0
+    assert main([*args, "--epochs", "15", "--resume"]) == 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == list(range(1, 11))
-    # the model learns: the training loss falls (epoch 10 / epoch 1 = 0.90, 0.91, 0.92 for seeds 1, 2, 3). Two
-    # training slides are too few for a slide-level threshold; wsi_evidence.py --quick checks slide and patch AUC.
-    assert records[-1]["train/loss"] < 0.96 * records[0]["train/loss"]
+    assert [r["epoch"] for r in records] == list(range(1, 16))
+    # the model learns: epoch 15 / epoch 1 training loss = 0.88, 0.89, 0.89 for seeds 1, 2, 3; with --lr 1e-9 (no
+    # learning) the loss wanders 0.97-1.03 of epoch 1's. Two training slides are too few for a slide-level
+    # threshold; wsi_evidence.py --quick (a slow test) checks slide and patch AUC.
+    assert records[-1]["train/loss"] < 0.95 * records[0]["train/loss"]
     assert {"train/loss_bag", "train/loss_patch", "train/loss_topk", "train/loss_attn", "val/auc", "val/f1"} <= set(records[-1])
     assert (run / "weights" / "best.pt").exists()
 
