@@ -68,12 +68,13 @@ def test_seg_train_contour_cli_end_to_end(synth_root, tmp_path, one_torch_thread
     assert main(["seg", "predict", "--weights", str(out / "weights" / "best.pt"),
                  "--source", str(synth_root / "seg" / "test" / "images"), "--out", str(pred), "--device", "cpu"]) == 0
     assert len(list((pred / "masks").glob("*.png"))) == 6
-    # resume continues to epoch 2, and the training loss falls: seeds 0, 1, 2 gave epoch 2 / epoch 1 = 0.961,
-    # 0.969, 0.971 (4 steps per epoch of a width-4 U-Net; its Dice is checked by the contour evidence's quick run)
-    assert main(args + ["--epochs", "2", "--resume"]) == 0
+    # resume continues to epoch 3, and the training loss falls: seeds 0, 1, 2 gave epoch 3 / epoch 1 = 0.940,
+    # 0.952, 0.948; with --lr 1e-9 (no learning) epoch 2 / epoch 1 was 1.009. 4 steps per epoch of a width-4
+    # U-Net; its Dice is checked by the contour evidence's quick run (a slow test).
+    assert main(args + ["--epochs", "3", "--resume"]) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2]
-    assert records[1]["train/loss"] < 0.99 * records[0]["train/loss"]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[-1]["train/loss"] < 0.98 * records[0]["train/loss"]
 
 
 def test_seg_train_contour_bad_options(synth_root, tmp_path):
