@@ -123,10 +123,12 @@ def test_seg_train_reweight_cli_end_to_end(synth_root, tmp_path, one_thread):
     assert main(args[:-2] + ["--epochs", "2", "--resume", "--overlays", "0"]) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
-    # the method learns. gamma ranks the deliberately wrong rough masks below the right ones (AUC 0.5 = chance;
-    # seeds 0-3 gave 1.0, 1.0, 0.944, 1.0), and the training loss falls (epoch 2 / epoch 1 = 0.88, 0.93, 0.88
-    # for seeds 0-2). The Dice of this width-4 U-Net after 2 epochs is too seed-dependent (0.1-0.6) for a
-    # threshold; the reweight evidence's quick run checks it.
+    # the reweighting learns: gamma ranks the deliberately wrong rough masks below the right ones (AUC 0.5 = chance,
+    # what --beta 0 gives; after 2 epochs seeds 1-3 gave 1.0, 1.0, 0.889, seed 0 1.0 after 1 and 4 epochs).
+    # The gamma-weighted training loss falls (epoch 2 / epoch 1 = 0.88, 0.93, 0.88, 0.85 for seeds 0-3), but it
+    # also falls (0.92) with the U-Net frozen by --lr 1e-9, as gamma drops the wrong masks: it checks the
+    # objective, not the U-Net. The U-Net's Dice after 2-4 epochs is too seed-dependent here (0.14-0.68; seed 2
+    # stays on its starting plateau even at lr 3e-3), so the reweight evidence's quick run (a slow test) checks it.
     assert json.loads((out / "summary.json").read_text())["metrics"]["gamma_auc"] >= 0.8
     assert records[1]["train/loss"] < 0.97 * records[0]["train/loss"]
     assert main(["seg", "predict", "--weights", str(out / "weights" / "best.pt"), "--source",
