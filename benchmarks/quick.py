@@ -26,6 +26,7 @@ def results_folder(args: argparse.Namespace, name: str) -> Path:
         path = Path(args.out)
     elif args.quick:
         path = Path(tempfile.mkdtemp(prefix=f"{name}_quick_"))
+        print(f"--quick: results go to {path}", flush=True)
     else:
         path = RESULTS
     if args.quick and path.resolve() == RESULTS:

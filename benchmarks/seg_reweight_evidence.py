@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -124,6 +125,7 @@ def main() -> None:
     lines += ["", f"Total {result['total_seconds']:.0f} s on {platform.machine()} ({result['machine']['note']}), torch {torch.__version__}.", ""]
     (out / f"{args.name}.md").write_text("\n".join(lines))
     print("\n".join(lines))
+    shutil.rmtree(work, ignore_errors=True)  # the data and the runs (the results are in OUT)
 
 
 if __name__ == "__main__":
