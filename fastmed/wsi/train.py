@@ -143,7 +143,7 @@ class WsiTrainTask:
 
 
 def prepare(cfg) -> tuple[list[SlideBag], list[SlideBag], dict[str, Any]]:
-    """Load bags, split them, and build the checkpoint metadata."""
+    """Load bags, split them, and build the checkpoint metadata (``meta["skipped_slides"]``: slides left out)."""
     labels = read_labels(cfg.labels)
     bags, skipped = load_bags(cfg.features, labels, cfg.positive)
     if skipped:
@@ -163,6 +163,7 @@ def prepare(cfg) -> tuple[list[SlideBag], list[SlideBag], dict[str, Any]]:
         "patches": {k: a.get(k) for k in ("patch_size", "mpp", "mode")},
         "train_slides": [b.slide_id for b in train],
         "val_slides": [b.slide_id for b in val],
+        "skipped_slides": list(skipped),
     }
     return train, val, meta
 
@@ -173,6 +174,7 @@ def run_train(cfg) -> RunSummary:
     train, val, meta = prepare(cfg)
     print(f"wsi train: {len(train)} train / {len(val)} val slides, {train[0].features.shape[1]} features; run folder {session.path}")
     task = WsiTrainTask(cfg, train, val, session.device, meta)
-    summary = session.fit(task, monitor="val/loss" if val else None, mode="min", title="wsi attention MIL")
+    summary = session.fit(task, monitor="val/loss" if val else None, mode="min", title="wsi attention MIL",
+                          skipped=len(meta["skipped_slides"]))
     print(f"done: {({k: round(v, 4) for k, v in summary.metrics.items() if k.startswith('val/')})}")
     return summary

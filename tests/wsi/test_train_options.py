@@ -20,6 +20,19 @@ def test_slides_are_split_with_the_shared_helper(tmp_path, feature_files):
     assert meta["val_slides"] == [ids[i] for i in want_val]
 
 
+def test_train_summary_counts_the_slides_it_skipped(tmp_path, feature_files):
+    from fastmed.wsi.train import run_train
+
+    write_features, write_dataset = feature_files
+    labels = write_dataset(tmp_path / "features", n_slides=6)
+    write_features(tmp_path / "features", "unlabelled", 1, seed=9)  # not in labels.csv
+    cfg = WsiTrainConfig(features=str(tmp_path / "features"), labels=str(labels), epochs=1, out=str(tmp_path / "run"),
+                         progress=False)
+    summary = run_train(cfg)
+    assert summary.skipped == 1
+    assert (tmp_path / "run" / "summary.json").read_text().count('"skipped": 1') == 1
+
+
 def _bags(n: int, dim: int = 4) -> list:
     import numpy as np
     import torch
