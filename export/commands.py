@@ -15,7 +15,8 @@ def run_export(cfg) -> int:
         cfg.weights, cfg.format, cfg.out, calib=cfg.calib, data=cfg.data, opset=cfg.opset,
         fixed_batch=cfg.batch or None, max_batch=cfg.max_batch, uint8_input=cfg.uint8_input, exporter=cfg.exporter,
         parity_tol=cfg.parity_tol, per_channel=cfg.per_channel, max_drop=cfg.max_drop, calib_images=cfg.calib_images,
-        precision=cfg.precision, workspace_gb=cfg.workspace_gb, timing_cache=cfg.timing_cache, seed=cfg.seed,
+        precision=cfg.precision, workspace_gb=cfg.workspace_gb, timing_cache=cfg.timing_cache, device=cfg.device,
+        seed=cfg.seed,
     )
     if result.int8 is not None:
         r = result.int8

@@ -1,11 +1,11 @@
-"""``fastmed export``: one checkpoint → onnx | onnx-int8 | ort | tensorrt, each checked.
+"""``fastmed export``: one checkpoint → onnx | onnx-int8 | ort | tensorrt | aoti, each checked.
 
 >>> from fastmed.export import export
 >>> r = export("runs/polyp/train/weights/best.pt", "onnx-int8", calib="data/polyp/train", data="data/polyp/val")
 >>> r.path, r.parity, r.int8.chosen.plan
 
 Every format is validated at export time through a runtime that runs here
-(ONNX Runtime), on real images when a folder is given: probabilities are
+(ONNX Runtime; PyTorch's AOTInductor runtime for ``aoti``), on real images when a folder is given: probabilities are
 compared with the PyTorch checkpoint and an fp32/fp16 export beyond
 ``parity_tol`` raises :class:`ParityError`. The int8 export is judged by its
 accuracy change instead (see :mod:`fastmed.export.quantize`).
@@ -29,8 +29,8 @@ from fastmed.data.folders import format_skipped
 from fastmed.data.images import list_images
 from fastmed.export.preprocess import prepare_batch, random_images, read_images, softmax
 
-FORMATS = ("onnx", "onnx-int8", "ort", "tensorrt")
-SUFFIXES = {"onnx": ".onnx", "onnx-int8": ".int8.onnx", "ort": ".ort", "tensorrt": ".engine"}
+FORMATS = ("onnx", "onnx-int8", "ort", "tensorrt", "aoti")
+SUFFIXES = {"onnx": ".onnx", "onnx-int8": ".int8.onnx", "ort": ".ort", "tensorrt": ".engine", "aoti": ".pt2"}
 PARITY_TOL = {"fp32": 1e-4, "fp16": 1e-2}  # max abs difference of probabilities
 
 
@@ -67,7 +67,7 @@ class _Source:
 
 
 def default_output(weights: str | os.PathLike, fmt: str) -> Path:
-    """``best.pt`` → ``best.onnx`` / ``best.int8.onnx`` / ``best.ort`` / ``best.engine``."""
+    """``best.pt`` → ``best.onnx`` / ``best.int8.onnx`` / ``best.ort`` / ``best.engine`` / ``best.pt2``."""
     w = Path(weights)
     return w.with_name(w.stem + SUFFIXES[fmt])
 
@@ -95,7 +95,7 @@ def _plan(fmt: str, out: Path, precision: str, from_onnx, timing_cache) -> _Plan
     from fastmed.export.metadata import sidecar_path
     from fastmed.export.ort_format import OPS_CONFIG
 
-    if fmt == "onnx":
+    if fmt in ("onnx", "aoti"):
         return _Plan(out)
     if fmt == "ort":
         return _Plan(out, out.with_suffix(".onnx"), None, [sidecar_path(out), out.with_name(f"{out.stem}.{OPS_CONFIG}")])
@@ -172,6 +172,7 @@ def export(
     workspace_gb: float = 2.0,
     timing_cache: str | None = None,
     from_onnx: str | os.PathLike | None = None,
+    device: str = "auto",
     seed: int = 0,
 ) -> ExportResult:
     """Export a fastmed classifier checkpoint (see ``fastmed export --help`` for every argument).
@@ -180,7 +181,7 @@ def export(
     accuracy change; ``calib``: images for int8 calibration (required for
     ``onnx-int8`` and TensorRT int8); ``from_onnx``: an fp32 ONNX file already
     exported from these weights, quantized instead of exporting again (int8). ``parity_tol`` defaults to 1e-4 (fp32)
-    / 1e-2 (fp16) in probability.
+    / 1e-2 (fp16) in probability. ``device`` (``aoti`` only): what AOTInductor compiles for (``auto``: CUDA when present).
     """
     if format not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -205,6 +206,12 @@ def export(
         from fastmed.export.onnx_export import export_onnx
 
         export_onnx(src.model, src.meta, out, uint8_input=uint8_input, **onnx_kw)
+        parity = check_parity(src, out, PARITY_TOL["fp32"] if parity_tol is None else parity_tol)
+    elif format == "aoti":
+        from fastmed.engine.device import select_device
+        from fastmed.export.aoti_export import export_aoti
+
+        export_aoti(src.model, src.meta, out, max_batch=max_batch, device=str(select_device(device)))
         parity = check_parity(src, out, PARITY_TOL["fp32"] if parity_tol is None else parity_tol)
     elif int8:
         onnx_out = plan.graph or out

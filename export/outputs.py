@@ -3,14 +3,15 @@
 The policy, checked before anything is written:
 
 1. the output's suffix names the format (``.onnx`` for onnx / onnx-int8,
-   ``.ort``, ``.engine`` / ``.plan`` / ``.trt``): a :class:`Predictor` picks
+   ``.ort``, ``.engine`` / ``.plan`` / ``.trt``, ``.pt2`` for aoti): a :class:`Predictor` picks
    its runtime by suffix, so ``--out best.pt`` could never be used anyway;
 2. no file export writes (the model, its intermediate ONNX graphs, sidecars,
    operator config, timing cache) is an input (``--weights``, ``--from-onnx``)
    — compared after resolving symlinks, and by inode where the file exists;
 3. an existing model file is replaced only when it is a previous fastmed
-   export (an ONNX file with fastmed ``metadata_props``, or an ``.ort`` /
-   engine file with its fastmed sidecar); anything else is left alone.
+   export (an ONNX file with fastmed ``metadata_props``, an ``.ort`` /
+   engine file with its fastmed sidecar, or a ``.pt2`` package with fastmed
+   metadata); anything else is left alone.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Iterable
 from fastmed.errors import ConfigError, FastmedError
 
 OUTPUT_SUFFIXES = {"onnx": (".onnx",), "onnx-int8": (".onnx",), "ort": (".ort",),
-                   "tensorrt": (".engine", ".plan", ".trt")}
+                   "tensorrt": (".engine", ".plan", ".trt"), "aoti": (".pt2",)}
 
 
 def check_output_suffix(fmt: str, out: Path) -> None:
@@ -43,12 +44,15 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 def is_fastmed_export(path: Path) -> bool:
-    """True when ``path`` holds fastmed metadata (ONNX ``metadata_props`` or a sidecar)."""
+    """True when ``path`` holds fastmed metadata (ONNX ``metadata_props``, a ``.pt2``'s metadata, or a sidecar)."""
+    from fastmed.export.aoti_export import read_aoti_metadata
     from fastmed.export.metadata import read_onnx_metadata, read_sidecar
 
     try:
         if path.suffix.lower() == ".onnx":
             read_onnx_metadata(path)
+        elif path.suffix.lower() == ".pt2":
+            read_aoti_metadata(path)
         else:
             read_sidecar(path)
     except Exception:  # unreadable or foreign: not ours  # noqa: BLE001

@@ -16,6 +16,7 @@ from fastmed.export.metadata import ModelMetadata, metadata_from_checkpoint, rea
 
 ONNX_SUFFIXES = (".onnx", ".ort")
 TENSORRT_SUFFIXES = (".engine", ".plan", ".trt")
+AOTI_SUFFIX = ".pt2"
 
 
 class TorchBackend:
@@ -97,7 +98,7 @@ class OrtBackend:
 
 
 def open_backend(path: str | os.PathLike, device: str = "auto", threads: int = 0):
-    """The backend for a file, chosen by its suffix (``.pt``, ``.onnx``/``.ort``, ``.engine``/``.plan``)."""
+    """The backend for a file, chosen by its suffix (``.pt``, ``.onnx``/``.ort``, ``.pt2``, ``.engine``/``.plan``)."""
     path = Path(path)
     if not path.is_file():
         raise FastmedError(f"model file not found: {path}")
@@ -110,5 +111,9 @@ def open_backend(path: str | os.PathLike, device: str = "auto", threads: int = 0
         from fastmed.export.tensorrt_runtime import TensorRTBackend
 
         return TensorRTBackend(path)
-    raise FastmedError(f"unknown model file type {suffix!r} for {path}; expected .pt, .onnx, .ort, "
+    if suffix == AOTI_SUFFIX:
+        from fastmed.export.aoti_runtime import AotiBackend
+
+        return AotiBackend(path)
+    raise FastmedError(f"unknown model file type {suffix!r} for {path}; expected .pt, .onnx, .ort, .pt2 "
                        f"or a TensorRT engine ({', '.join(TENSORRT_SUFFIXES)})")

@@ -11,8 +11,9 @@ from fastmed.errors import ConfigError
 @dataclass(kw_only=True)
 class ExportConfig:
     weights: str = opt(help="a fastmed classifier checkpoint (.pt)")
-    format: str = opt("onnx", "artifact to write", choices=("onnx", "onnx-int8", "ort", "tensorrt"))
-    out: str | None = opt(None, "output file (default: beside the weights: .onnx, .int8.onnx, .ort, .engine)")
+    format: str = opt("onnx", "artifact to write (aoti: an AOTInductor .pt2 package for Predictor and cmake/'s fastmed-run)",
+                      choices=("onnx", "onnx-int8", "ort", "tensorrt", "aoti"))
+    out: str | None = opt(None, "output file (default: beside the weights: .onnx, .int8.onnx, .ort, .engine, .pt2)")
     calib: str | None = opt(None, "image folder for int8 calibration (needed by onnx-int8 and --precision int8)")
     data: str | None = opt(None, "labelled class folder: parity images and the int8 accuracy change vs fp32")
     opset: int | None = opt(None, "ONNX opset (default: the exporter's current default)")
@@ -27,6 +28,7 @@ class ExportConfig:
     precision: str = opt("fp16", "TensorRT engine precision", choices=("fp32", "fp16", "int8"))
     workspace_gb: float = opt(2.0, "TensorRT builder workspace in GiB")
     timing_cache: str | None = opt(None, "TensorRT timing cache file (default <out>.timing.cache)")
+    device: str = opt("auto", "aoti: device to compile for: auto (CUDA when present) | cpu | cuda | cuda:N")
     seed: int = opt(0, "random seed (parity images when no folder is given)")
 
     def validate(self) -> None:
