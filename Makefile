@@ -5,9 +5,27 @@ BIN    := $(VENV)/bin
 # the PyTorch build on this project's machines (a CUDA build that also runs on the CPU)
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup native-deps native demo test test-all bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed native-deps
+
+# the C++ runner's build tools and image libraries (Debian/Ubuntu packages); a no-op when all are installed,
+# installed with apt-get when missing (as root, or through sudo), else a note: its tests then skip or fail
+NATIVE_DEBS := cmake g++ libpng-dev libjpeg-dev
+native-deps:
+	@command -v dpkg >/dev/null || { echo "note: no dpkg; the C++ runner (make native) needs: $(NATIVE_DEBS)"; exit 0; }; \
+	missing=$$(for p in $(NATIVE_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null; then sudo="sudo -n"; \
+	else echo "note: the C++ runner needs:" $$missing "(apt-get install them as root)"; exit 0; fi; \
+	{ $$sudo apt-get update -q && $$sudo apt-get install -y -q --no-install-recommends $$missing; } \
+	  || echo "note: could not install" $$missing "for the C++ runner"
+
+# cmake/: libfastmed_native and fastmed-run, against the venv's torch (README, export: the C++ runner)
+NATIVE_BUILD ?= build/native
+native: setup
+	cmake -S cmake -B $(NATIVE_BUILD) -DPython3_EXECUTABLE=$(abspath $(BIN)/python) $(if $(shell command -v ninja),-G Ninja)
+	cmake --build $(NATIVE_BUILD) -j 2
 
 $(VENV)/.installed: pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
