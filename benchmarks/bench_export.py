@@ -20,11 +20,18 @@ batch 1; int8 file <= 0.4x fp32 with <= 1 point of accuracy lost.
 
 Writes ``benchmarks/results/export.json`` and ``export.md`` (and the exported
 files under ``--work``).
+
+``--native build/native/fastmed-run`` (``make native``) measures the native
+path instead: batch-1 latency per image of the Python ``Predictor`` over
+ONNX Runtime fp32 and over the AOTInductor ``.pt2``, and of the C++ runner on
+the same ``.pt2``, on the same ``test`` files and thread count, compute alone
+and decode + preprocess + compute; writes ``export_native.json`` / ``.md``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -75,6 +82,78 @@ def stream_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _percentiles(ms: list[float]) -> dict[str, float]:
+    return {f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)}
+
+
+def native_rows(weights: str, work: Path, images: list[Path], runner: Path, threads: int, iters: int,
+                exporter: str) -> list[dict]:
+    """Per-image batch-1 latency (ms) of Predictor over ORT / .pt2 and of fastmed-run, over ``iters`` images."""
+    import torch
+
+    from fastmed.export import Predictor, export
+    from fastmed.export.native_runner import run_native
+    from fastmed.export.preprocess import to_rgb_uint8
+
+    torch.set_num_threads(threads)  # also the thread count the .pt2 is compiled for
+    work.mkdir(parents=True, exist_ok=True)
+    onnx = export(weights, "onnx", work / "model.onnx", exporter=exporter).path
+    pt2 = export(weights, "aoti", work / "model.pt2", device="cpu").path
+    rows = []
+    for name, path in [("Python Predictor, ONNX Runtime fp32", onnx), ("Python Predictor, .pt2 (AOTInductor)", pt2)]:
+        pred = Predictor(path, device="cpu", threads=threads)
+        compute, total = [], []
+        for k in range(10 + iters):  # 10 warm-up images
+            t0 = time.perf_counter()
+            batch = pred.preprocess([to_rgb_uint8(images[k % len(images)], pred.meta.input_size)])
+            t1 = time.perf_counter()
+            pred.infer(batch)
+            t2 = time.perf_counter()
+            if k >= 10:
+                compute.append(1e3 * (t2 - t1))
+                total.append(1e3 * (t2 - t0))
+        rows.append({"backend": name, "compute_ms": _percentiles(compute), "end_to_end_ms": _percentiles(total)})
+        print(f"[native] {rows[-1]}", flush=True)
+    repeat = -(-iters // len(images))
+    run = run_native(runner, pt2, images, work / "native.csv", batch=1, warmup=10, repeat=repeat, threads=threads)
+    if run.returncode != 0:
+        raise SystemExit(f"fastmed-run failed:\n{run.stderr}")
+    rows.append({"backend": "C++ fastmed-run, .pt2 (AOTInductor)", "compute_ms": run.latency_ms["compute"],
+                 "end_to_end_ms": run.latency_ms["decode+preprocess+compute"]})
+    print(f"[native] {rows[-1]}", flush=True)
+    return rows
+
+
+def native_table(rows: list[dict]) -> str:
+    lines = ["| backend | compute p50 / p95 / p99 ms | decode+preprocess+compute p50 / p95 / p99 ms |", "|---|---|---|"]
+    for r in rows:
+        c, e = r["compute_ms"], r["end_to_end_ms"]
+        lines.append(f"| {r['backend']} | {c['p50']:.3f} / {c['p95']:.3f} / {c['p99']:.3f} | "
+                     f"{e['p50']:.3f} / {e['p95']:.3f} / {e['p99']:.3f} |")
+    return "\n".join(lines)
+
+
+def native_main(args, models: dict[str, str]) -> None:
+    from fastmed.data.images import list_images
+
+    images = list_images(Path(args.data) / "test")
+    report = {"machine": machine_note(), "threads": args.threads, "images": f"{len(images)} files of {Path(args.data) / 'test'}",
+              "iters": args.iters, "models": {}}
+    md = ["# fastmed export: Python Predictor (ONNX Runtime, .pt2) vs the C++ runner (CPU, batch 1)", "",
+          f"Measured on {report['machine']}; {args.threads} thread(s) everywhere (the .pt2 is compiled for them); "
+          f"{args.iters} timed images after 10 warm-up ones, cycling over {report['images']}.",
+          "Command: `.venv/bin/python benchmarks/bench_export.py " + " ".join(sys.argv[1:]) + "`", ""]
+    for role, weights in models.items():
+        rows = native_rows(weights, Path(args.work) / f"native_{role}", images, Path(args.native), args.threads,
+                           args.iters, args.exporter)
+        report["models"][role] = rows
+        md += [f"## {role} (`{weights}`)", "", native_table(rows), ""]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "export_native.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "export_native.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def main() -> None:
     from fastmed.export.bench import bench, format_table
 
@@ -88,7 +167,10 @@ def main() -> None:
     ap.add_argument("--exporter", default="dynamo")
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU threads for every backend (1: robust on a shared, oversubscribed machine)")
+    ap.add_argument("--native", metavar="FASTMED_RUN", help="only the native comparison, with this built fastmed-run")
     args = ap.parse_args()
+    if args.native:
+        return native_main(args, dict(m.split("=", 1) for m in args.model))
     data, work = Path(args.data), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     video = make_video(work / "clip.mp4", data / "test", args.frames)
