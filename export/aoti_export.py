@@ -58,11 +58,16 @@ def read_aoti_metadata(path: str | os.PathLike) -> ModelMetadata:
 def export_aoti(model, meta: ModelMetadata, out: Path, max_batch: int = 64, device: str = "cpu") -> Path:
     """Compile ``model`` (an eval-mode classifier) into the ``.pt2`` package ``out`` for ``device``.
 
-    The batch axis is dynamic in ``[1, max_batch]``. The package is written
-    to a temporary name beside ``out`` and renamed, so a failed compile never
-    leaves a half-written file at ``out``.
+    The batch axis is dynamic in ``[1, max_batch]``. On the CPU the compiled
+    kernels use at most ``torch.get_num_threads()`` of the exporting process
+    (one thread compiles serial code). The package is written into a temporary
+    folder beside ``out`` under its final name (the archive's top folder is
+    named after the file) and moved, so a failed compile never leaves a
+    half-written file at ``out``.
     """
     import copy
+    import shutil
+    import tempfile
 
     import torch
 
@@ -76,13 +81,13 @@ def export_aoti(model, meta: ModelMetadata, out: Path, max_batch: int = 64, devi
         program = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},))
     except Exception as exc:  # torch.export raises many types for untraceable models
         raise FastmedError(f"torch.export failed for {meta.arch}: {exc}") from exc
-    tmp = out.with_name(f".{out.name}.tmp.pt2")
     out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         torch._inductor.aoti_compile_and_package(
-            program, package_path=str(tmp),
+            program, package_path=str(tmp / out.name),
             inductor_configs={"aot_inductor.metadata": metadata_entries(meta, max_batch)})
-        os.replace(tmp, out)
+        os.replace(tmp / out.name, out)
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     return out

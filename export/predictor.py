@@ -24,7 +24,7 @@ from fastmed.export.runtimes import check_output_classes, open_backend
 
 
 class Predictor:
-    """Class probabilities from a ``.pt`` checkpoint, an ``.onnx``/``.ort`` file or a TensorRT engine.
+    """Class probabilities from a ``.pt`` checkpoint, an ``.onnx``/``.ort`` file, a ``.pt2`` (AOTInductor) package or a TensorRT engine.
 
     ``device``: ``auto | cpu | cuda`` (TensorRT always runs on CUDA);
     ``threads``: ONNX Runtime intra-op threads (0 = its default).

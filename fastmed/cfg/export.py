@@ -44,7 +44,7 @@ class ExportConfig:
 
 @dataclass(kw_only=True)
 class PredictConfig(PredictOptions):
-    weights: str = opt(help="a .pt checkpoint, an .onnx/.ort file or a TensorRT engine")
+    weights: str = opt(help="a .pt checkpoint, an .onnx/.ort file, a .pt2 (AOTInductor) package or a TensorRT engine")
     source: str = opt(help="an image, a folder of images, a video file, or a folder as an image sequence (--stream)")
     batch_size: int = opt(32, "images per forward pass (image mode)")
     stream: bool = opt(False, "treat a folder as a frame sequence: pipelined batch-1 inference with latency stats (videos always stream)")
