@@ -94,12 +94,12 @@ def _cpu_name() -> str:
 
 def _check(row: BenchRow, predictor, images: list[np.ndarray], ref_probs: np.ndarray, data: str | None) -> None:
     """Fill parity with PyTorch and accuracy of ``row`` from ``predictor``."""
-    from fastmed.export.evaluate import compare_probs, evaluate_folder
+    from fastmed.export.evaluate import compare_probs, quality
 
     parity = compare_probs(ref_probs, predictor.predict(images))
     row.max_abs_prob_diff, row.top1_agreement = parity.max_abs_prob_diff, parity.top1_agreement
     if data:
-        row.accuracy = evaluate_folder(predictor, data).accuracy
+        row.accuracy = quality(predictor, data)
 
 
 def bench(
@@ -114,17 +114,23 @@ def bench(
     iters: int = 50,
     parity_tol: float = 1e-4,
     max_drop: float = 1.0,
+    min_agreement: float = 0.99,
     min_metric: float | None = None,
     exporter: str = "dynamo",
     threads: int = 0,
     seed: int = 0,
+    reference: str | None = None,
 ) -> BenchResult:
     """Export ``weights`` to each format under ``out_dir``, validate, time, and tabulate.
 
     Validation: fp32/fp16 rows pass when max |Δprob| vs PyTorch ≤ ``parity_tol``
-    (fp16: 1e-2); int8 rows pass when the accuracy change (or, without
-    ``data``, the top-1 disagreement) is within ``max_drop`` points.
+    (fp16: 1e-2); int8 rows must pass the int8 gate (accuracy change, or
+    without ``data`` top-1 disagreement, within ``max_drop`` points and top-1
+    agreement with fp32 >= ``min_agreement``; else the export fails and the row says why).
     ``threads``: CPU threads for every backend (0 = PyTorch's current setting).
+    ``weights`` that is not a ``.pt`` (an exported ``.onnx``, ``.ort``, ``.pt2``,
+    ``.engine``) is benched alone, see :mod:`fastmed.export.bench_artifact`;
+    ``reference`` (a ``.pt``) then adds parity and agreement.
     """
     import torch
 
@@ -134,21 +140,29 @@ def bench(
         raise FastmedError("--min-metric gates on accuracy: give a labelled folder with --data")
     out_dir = Path(out_dir)
     weights = Path(weights)
-    if weights.suffix not in (".pt", ".pth"):
-        raise FastmedError(f"bench needs a fastmed .pt checkpoint (the PyTorch reference), got {weights}")
-    src = _load_source(weights, data, calib, n_check=32, seed=seed)
+    bare = weights.suffix.lower() not in (".pt", ".pth")
+    if reference and not bare:
+        raise FastmedError(f"--reference is for benching an exported file alone; {weights} is its own reference")
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
+        if bare:
+            from fastmed.export.bench_artifact import bench_artifact
+
+            result = bench_artifact(weights, reference=reference, data=data, batch=batch, warmup=warmup, iters=iters,
+                                    min_agreement=min_agreement, threads=torch.get_num_threads(), seed=seed)
+            _apply_floor(result, min_metric)
+            return result
+        src = _load_source(weights, data, calib, n_check=32, seed=seed)
         return _bench_rows(weights, out_dir, src, data, calib, formats, batch, warmup, iters, parity_tol, max_drop,
-                           min_metric, exporter, seed)
+                           min_agreement, min_metric, exporter, seed)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _bench_rows(weights: Path, out_dir: Path, src, data, calib, formats, batch, warmup, iters, parity_tol, max_drop,
-                min_metric, exporter, seed) -> BenchResult:
+                min_agreement, min_metric, exporter, seed) -> BenchResult:
     """The body of :func:`bench`, run with the thread count set."""
     import torch
 
@@ -187,17 +201,19 @@ def _bench_rows(weights: Path, out_dir: Path, src, data, calib, formats, batch, 
                 fp32_onnx = next((Path(r.file) for r in rows if r.format == "onnx" and r.file), None)
                 try:
                     res = export(weights, export_fmt, target, calib=calib, data=data, precision=precision,
-                                 exporter=exporter, max_drop=max_drop, parity_tol=float("inf"), seed=seed,
+                                 exporter=exporter, max_drop=max_drop, min_agreement=min_agreement,
+                                 parity_tol=float("inf"), seed=seed,
                                  from_onnx=fp32_onnx if needs_calib else None)
                 except Exception as exc:  # any failure of an export is a row status, not a crash
-                    row.status, row.note = EXPORT_FAILED, f"{type(exc).__name__}: {exc}"[:300]
+                    row.status, row.note = EXPORT_FAILED, f"{type(exc).__name__}: {exc}"[:600]
                     rows.append(row)
                     continue
                 row.file, row.size_mb, row.export_s = str(res.path), res.size_bytes / 1e6, res.seconds
                 pred = Predictor(res.path, device="cpu" if export_fmt != "tensorrt" else "cuda", threads=threads)
                 int8 = res.int8
                 if int8 is not None:
-                    row.note = f"{int8.chosen.plan}; drop {int8.chosen.drop_points:+.2f} points vs fp32 ({int8.measure})"
+                    row.note = (f"{int8.chosen.plan}; drop {int8.chosen.drop_points:+.2f} points, top-1 agreement "
+                                f"{int8.chosen.agreement:.3f} with fp32 (gate >= {int8.min_agreement:g}; {int8.measure})")
             _check(row, pred, images, ref_probs, data)
             _validate(row, parity_tol, int8)
             timed[row.name] = (row, pred)
@@ -209,16 +225,25 @@ def _bench_rows(weights: Path, out_dir: Path, src, data, calib, formats, batch, 
     _time_rows(timed, images, batch, warmup, iters)
     result = BenchResult(str(weights), rows, runtime_versions(),
                          {"batch": batch, "warmup": warmup, "iters": iters, "threads": threads,
-                          "parity_tol": parity_tol, "max_drop": max_drop, "exporter": exporter,
-                          "parity_images": src.check_from}, data, min_metric)
-    if min_metric is not None:
-        result.failures = [f"{r.name}: accuracy {r.accuracy:.4f} < {min_metric}" for r in rows
-                           if r.accuracy is not None and r.accuracy < min_metric]
-        result.failures += [f"{r.name}: {r.status}" for r in rows if r.status in (EXPORT_FAILED, VALIDATION_FAILED)]
-        if not any(r.accuracy is not None for r in rows):  # a floor that nothing was held to is not passed
-            result.failures.append(f"no row measured an accuracy on {data} (rows: "
-                                   + ", ".join(f"{r.name} {r.status}" for r in rows) + ")")
+                          "parity_tol": parity_tol, "max_drop": max_drop, "min_agreement": min_agreement,
+                          "exporter": exporter,
+                          "parity_images": src.check_from}, data)
+    _apply_floor(result, min_metric)
     return result
+
+
+def _apply_floor(result: BenchResult, min_metric: float | None) -> None:
+    """Record ``--min-metric`` and list the rows below it (or failed) in ``result.failures``."""
+    result.min_metric = min_metric
+    if min_metric is None:
+        return
+    rows = result.rows
+    result.failures = [f"{r.name}: accuracy {r.accuracy:.4f} < {min_metric}" for r in rows
+                       if r.accuracy is not None and r.accuracy < min_metric]
+    result.failures += [f"{r.name}: {r.status}" for r in rows if r.status in (EXPORT_FAILED, VALIDATION_FAILED)]
+    if not any(r.accuracy is not None for r in rows):  # a floor that nothing was held to is not passed
+        result.failures.append(f"no row measured an accuracy on {result.data} (rows: "
+                               + ", ".join(f"{r.name} {r.status}" for r in rows) + ")")
 
 
 def _time_rows(timed: dict[str, tuple[BenchRow, object]], images: list[np.ndarray], batch: int, warmup: int,
@@ -256,7 +281,7 @@ def _f(v: float | None, spec: str) -> str:
 def format_table(result: BenchResult) -> str:
     """The bench result as a markdown table (plus settings and versions)."""
     ref = next((r for r in result.rows if r.format == "pytorch" and r.p50_ms), None)
-    lines = [f"| backend | status | size (MB) | max abs Δprob | top-1 agree | accuracy | p50 ms | p95 ms | p99 ms "
+    lines = [f"| backend | status | size (MB) | max abs Δprob | top-1 agree | accuracy / Dice | p50 ms | p95 ms | p99 ms "
              f"| img/s @ batch {result.settings['batch']} | speed-up p50 vs PyTorch |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result.rows:
@@ -266,7 +291,8 @@ def format_table(result: BenchResult) -> str:
                      f"| {_f(r.p95_ms, '.2f')} | {_f(r.p99_ms, '.2f')} | {_f(r.throughput_ips, '.0f')} | {speed} |")
     notes = [f"- {r.name}: {r.note}" for r in result.rows if r.note]
     s = result.settings
-    lines += ["", f"Weights `{result.weights}`; accuracy on `{result.data or '(no --data)'}`; parity on {s['parity_images']}; "
+    against = f"parity vs `{s['reference']}`" if s.get("reference") else "parity"
+    lines += ["", f"Weights `{result.weights}`; accuracy on `{result.data or '(no --data)'}`; {against} on {s['parity_images']}; "
               f"latency at batch 1 over {s['iters']} runs after {s['warmup']} warm-up runs, {s['threads']} threads each.",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in result.versions.items())]
     if notes:

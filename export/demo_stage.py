@@ -11,6 +11,7 @@ ROLES = (("student", "distilled student"), ("recognizer", "polyp recognizer"))
 def run(ctx: DemoContext) -> DemoSection:
     from fastmed.engine.atomic import atomic_write_json, atomic_write_text
     from fastmed.export.bench import bench, format_table
+    from fastmed.export.quantize import MIN_AGREEMENT
 
     out = ctx.stage_dir("export")
     data = ctx.data / "polyp"
@@ -36,11 +37,23 @@ def run(ctx: DemoContext) -> DemoSection:
         if fp32.accuracy is not None and int8.accuracy is not None:
             metrics[f"{key}: int8 accuracy change (points)"] = 100 * (int8.accuracy - fp32.accuracy)
         metrics[f"{key}: rows validated"] = sum(r.status == "exported, validated" for r in result.rows)
+        notes.append(_int8_verdict(label, int8))
     return DemoSection(
         title="export: ONNX / ONNX Runtime int8 (TensorRT rows need a GPU)",
         summary="Each checkpoint exported to ONNX (dynamo exporter, dynamic batch, parity-checked against PyTorch) "
-                "and to QDQ int8 calibrated on `polyp/train`; accuracy on `polyp/test`. Timings are on this machine's "
-                "CPU, one thread per backend (a shared machine: medians are noisy)." + ("".join(f"\n\n{n}" for n in notes)),
+                "and to QDQ int8 calibrated on `polyp/train`; accuracy on `polyp/test`. int8 ships only when it "
+                f"passes the gate (top-1 agreement with fp32 >= {MIN_AGREEMENT} on `polyp/test`, accuracy drop "
+                "<= 1 point). Timings are on this machine's CPU, one thread per backend (a shared machine: medians are noisy)." + ("".join(f"\n\n{n}" for n in notes)),
         metrics=metrics,
         markdown="\n\n".join(tables),
     )
+
+
+def _int8_verdict(label: str, int8) -> str:
+    """One plain sentence: did the int8 model pass the agreement gate, and if not, why not."""
+    if int8.status == "exported, validated":
+        return f"{label}: int8 passes the gate ({int8.note})."
+    if int8.status == "skipped":
+        return f"{label}: int8 skipped ({int8.note})."
+    return (f"{label}: **int8 is not shipped** — it fails the gate, and fp32 ONNX is the artifact to deploy. "
+            f"{int8.note}")

@@ -1,4 +1,4 @@
-"""Accuracy on a labelled class folder, agreement and parity between two models."""
+"""Accuracy on a labelled class folder (Dice for segmenters), agreement and parity between two models."""
 from __future__ import annotations
 
 import os
@@ -38,6 +38,15 @@ def evaluate_folder(predictor, folder: str | os.PathLike, batch_size: int = 32) 
     return FolderEval(float((probs.argmax(1) == labels).mean()), len(labels), labels, probs, scan.skipped + bad)
 
 
+def quality(predictor, data: str | os.PathLike) -> float:
+    """Accuracy (0-1) on a class folder for a classifier; mean Dice on a split with ``images/`` + ``masks/`` for a segmenter."""
+    if predictor.meta.kind == "segmenter":
+        from fastmed.export.segmenter import evaluate_masks
+
+        return evaluate_masks(predictor, data).dice
+    return evaluate_folder(predictor, data).accuracy
+
+
 @dataclass
 class Parity:
     """How closely two models' probabilities agree on the same images."""
@@ -51,7 +60,16 @@ class Parity:
 
 
 def compare_probs(reference: np.ndarray, other: np.ndarray) -> Parity:
-    """Parity of two ``(N, C)`` probability arrays."""
+    """Parity of two ``(N, C)`` class or ``(N, K, H, W)`` mask probability arrays.
+
+    For masks, ``top1_agreement`` is the fraction of pixels given the same label (``segmenter.mask_labels``).
+    """
     if reference.shape != other.shape:
         raise FastmedError(f"probability shapes differ: {reference.shape} vs {other.shape}")
-    return Parity(float(np.abs(reference - other).max()), float((reference.argmax(1) == other.argmax(1)).mean()), len(reference))
+    if reference.ndim == 4:
+        from fastmed.export.segmenter import mask_labels
+
+        agree = float((mask_labels(reference) == mask_labels(other)).mean())
+    else:
+        agree = float((reference.argmax(1) == other.argmax(1)).mean())
+    return Parity(float(np.abs(reference - other).max()), agree, len(reference))

@@ -27,7 +27,8 @@ from fastmed.export.metadata import ModelMetadata, metadata_from_checkpoint
 from fastmed.export.outputs import check_output_suffix, check_outputs
 from fastmed.data.folders import format_skipped
 from fastmed.data.images import list_images
-from fastmed.export.preprocess import prepare_batch, random_images, read_images, softmax
+from fastmed.export.preprocess import prepare_batch, random_images, read_images
+from fastmed.export.quantize import MIN_AGREEMENT
 
 FORMATS = ("onnx", "onnx-int8", "ort", "tensorrt", "aoti")
 SUFFIXES = {"onnx": ".onnx", "onnx-int8": ".int8.onnx", "ort": ".ort", "tensorrt": ".engine", "aoti": ".pt2"}
@@ -111,8 +112,11 @@ def _plan(fmt: str, out: Path, precision: str, from_onnx, timing_cache) -> _Plan
 def _load_source(weights: str | os.PathLike, data: str | None, calib: str | None, n_check: int, seed: int) -> _Source:
     from fastmed.engine.checkpoint import load_model
 
+    from fastmed.export.mask_head import deployable
+
     model, ckpt = load_model(weights)
     meta = metadata_from_checkpoint(ckpt, weights)
+    model = deployable(model, meta.kind)  # a segmenter exports its mask logits only
     for folder in (data, calib):
         if folder:
             images, skipped = read_images(_spread(list_images(folder), n_check), meta.input_size)
@@ -131,11 +135,13 @@ def _spread(files: list[Path], n: int) -> list[Path]:
 
 
 def torch_probs(model, meta: ModelMetadata, images: list[np.ndarray]) -> np.ndarray:
-    """Reference ``(N, C)`` probabilities of the PyTorch model (CPU, fp32)."""
+    """Reference probabilities of the PyTorch model (CPU, fp32): ``(N, C)``, or ``(N, C, H, W)`` for a segmenter."""
     import torch
 
+    from fastmed.export.segmenter import output_probs
+
     with torch.inference_mode():
-        return softmax(model(torch.from_numpy(prepare_batch(images, meta))).numpy())
+        return output_probs(model(torch.from_numpy(prepare_batch(images, meta))).numpy(), meta.kind)
 
 
 def check_parity(src: _Source, artifact: str | os.PathLike, tol: float | None) -> Parity:
@@ -167,6 +173,7 @@ def export(
     parity_tol: float | None = None,
     per_channel: bool = True,
     max_drop: float = 1.0,
+    min_agreement: float = MIN_AGREEMENT,
     calib_images: int = 128,
     precision: str = "fp16",
     workspace_gb: float = 2.0,
@@ -175,13 +182,15 @@ def export(
     device: str = "auto",
     seed: int = 0,
 ) -> ExportResult:
-    """Export a fastmed classifier checkpoint (see ``fastmed export --help`` for every argument).
+    """Export a fastmed classifier or segmenter checkpoint (see ``fastmed export --help`` for every argument).
 
     ``data``: a labelled class folder for parity images and (int8) the
     accuracy change; ``calib``: images for int8 calibration (required for
     ``onnx-int8`` and TensorRT int8); ``from_onnx``: an fp32 ONNX file already
     exported from these weights, quantized instead of exporting again (int8). ``parity_tol`` defaults to 1e-4 (fp32)
     / 1e-2 (fp16) in probability. ``device`` (``aoti`` only): what AOTInductor compiles for (``auto``: CUDA when present).
+    int8 must pass the gate of :mod:`fastmed.export.quantize` (``max_drop`` points, top-1 agreement with
+    fp32 >= ``min_agreement``) or the export raises ``Int8GateError``.
     """
     if format not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -199,6 +208,9 @@ def export(
     check_outputs([Path(weights), Path(from_onnx) if from_onnx else None], plan.models, plan.companions)
     t0 = time.perf_counter()
     src = _load_source(weights, data, calib, n_check=32, seed=seed)
+    if int8 and src.meta.kind != "classifier":
+        raise ConfigError(f"{weights}: int8 export is gated on class agreement and supports classifiers; "
+                          f"export this {src.meta.kind} as onnx, ort or a TensorRT fp16/fp32 engine")
     onnx_kw = dict(opset=opset, fixed_batch=fixed_batch, max_batch=max_batch, exporter=exporter)
     files: list[Path] = []
     result_int8 = None
@@ -216,7 +228,7 @@ def export(
     elif int8:
         onnx_out = plan.graph or out
         result_int8, parity = _export_int8(src, onnx_out, calib, data, calib_images, per_channel, max_drop,
-                                           uint8_input, onnx_kw, from_onnx)
+                                           min_agreement, uint8_input, onnx_kw, from_onnx)
         files += [result_int8.fp32_path] + ([onnx_out] if format == "tensorrt" else [])
     elif format == "ort":
         from fastmed.export.onnx_export import export_onnx
@@ -246,8 +258,13 @@ def export(
 
 
 def _export_int8(src: _Source, out: Path, calib: str, data: str | None, n_calib: int, per_channel: bool,
-                 max_drop: float, uint8_input: bool, onnx_kw: dict, from_onnx: str | os.PathLike | None) -> tuple[Any, Parity]:
-    """fp32 ONNX → QDQ int8 with the measured fallback; returns (Int8Result, parity vs PyTorch)."""
+                 max_drop: float, min_agreement: float, uint8_input: bool, onnx_kw: dict,
+                 from_onnx: str | os.PathLike | None) -> tuple[Any, Parity]:
+    """fp32 ONNX → QDQ int8 through the gated fallback chain; returns (Int8Result, parity vs PyTorch).
+
+    The gate is judged on images calibration never saw: ``data`` when given,
+    else the ``calib`` images left out of calibration (see :func:`_calib_split`).
+    """
     from fastmed.export.onnx_export import export_onnx
     from fastmed.export.predictor import Predictor
     from fastmed.export.quantize import quantize_with_fallback
@@ -257,7 +274,8 @@ def _export_int8(src: _Source, out: Path, calib: str, data: str | None, n_calib:
     else:
         fp32 = export_onnx(src.model, src.meta, _fp32_path(out), uint8_input=uint8_input, **onnx_kw)
         check_parity(src, fp32, PARITY_TOL["fp32"])
-    calib_imgs, skipped = read_images(_spread(list_images(calib), n_calib), src.meta.input_size)
+    calib_files, held_files = _calib_split(list_images(calib), n_calib)
+    calib_imgs, skipped = read_images(calib_files, src.meta.input_size)
     if skipped:
         print("[export] --calib: " + format_skipped(skipped))
     if not calib_imgs:
@@ -266,22 +284,40 @@ def _export_int8(src: _Source, out: Path, calib: str, data: str | None, n_calib:
     fp32_pred = Predictor(fp32, device="cpu")
     if data:
         ref = evaluate_folder(fp32_pred, data)
-        measure = f"accuracy on {data} ({ref.n} images)"
+        measure = f"accuracy and agreement on {data} ({ref.n} images)"
 
         def score(path: Path) -> tuple[float, float, float | None]:
             ev = evaluate_folder(Predictor(path, device="cpu"), data)
             return 100 * (ref.accuracy - ev.accuracy), compare_probs(ref.probs, ev.probs).top1_agreement, ev.accuracy
     else:
-        ref_probs = fp32_pred.predict(calib_imgs)
+        held, _ = read_images(held_files, src.meta.input_size)
+        if not held:
+            raise FastmedError(f"--calib {calib}: too few readable images to hold some out for the int8 agreement "
+                               "check; give a labelled --data folder")
+        ref_probs = fp32_pred.predict(held)
         ref = None
-        measure = f"top-1 disagreement with fp32 on the {len(calib_imgs)} calibration images (no --data)"
+        measure = f"top-1 agreement with fp32 on {len(held)} --calib images held out from calibration (no --data)"
 
         def score(path: Path) -> tuple[float, float, float | None]:
-            agree = compare_probs(ref_probs, Predictor(path, device="cpu").predict(calib_imgs)).top1_agreement
+            agree = compare_probs(ref_probs, Predictor(path, device="cpu").predict(held)).top1_agreement
             return 100 * (1 - agree), agree, None
-    result = quantize_with_fallback(fp32, out, calib_imgs, fp32_pred.meta, score, max_drop=max_drop, per_channel=per_channel)
+    result = quantize_with_fallback(fp32, out, calib_imgs, fp32_pred.meta, score, max_drop=max_drop,
+                                    min_agreement=min_agreement, per_channel=per_channel, measure=measure)
     result.fp32_accuracy = ref.accuracy if ref else None
-    result.measure = measure
     result.fp32_path = fp32
     parity = check_parity(src, out, tol=None)
     return result, parity
+
+
+def _calib_split(files: list[Path], n_calib: int, n_held: int = 128) -> tuple[list[Path], list[Path]]:
+    """``(calibration files, held-out files)`` from one folder's sorted images.
+
+    ``n_calib`` files spread over the folder calibrate; up to ``n_held`` of the
+    rest are held out for the agreement gate. A folder of at most ``n_calib``
+    files gives every fourth file to the held-out set instead.
+    """
+    if len(files) <= n_calib:
+        return [f for i, f in enumerate(files) if i % 4 != 3], files[3::4]
+    chosen = _spread(files, n_calib)
+    taken = set(chosen)
+    return chosen, _spread([f for f in files if f not in taken], n_held)

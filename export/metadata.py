@@ -25,6 +25,7 @@ FLOAT_NCHW = "float32-nchw-normalized"  # (B, 3, H, W) float32, already normaliz
 UINT8_NHWC = "uint8-nhwc"               # (B, H, W, 3) uint8 in channel_order; normalization is in the graph
 INPUT_FORMATS = (FLOAT_NCHW, UINT8_NHWC)
 CHANNEL_ORDERS = ("RGB", "BGR")
+EXPORTABLE_KINDS = ("classifier", "segmenter")  # segmenters output (B, K, H, W) mask logits (export.segmenter)
 
 
 def _is_int(v: Any) -> bool:
@@ -127,15 +128,16 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def metadata_from_checkpoint(ckpt: dict[str, Any], source_path: str | os.PathLike | None = None) -> ModelMetadata:
-    """Metadata of a fastmed classifier checkpoint (see ``fastmed.engine.checkpoint``)."""
-    if ckpt.get("kind") != "classifier":
-        raise FastmedError(f"export supports classifier checkpoints; this one is kind={ckpt.get('kind')!r}")
+    """Metadata of a fastmed classifier or segmenter checkpoint (see ``fastmed.engine.checkpoint``)."""
+    if ckpt.get("kind") not in EXPORTABLE_KINDS:
+        raise FastmedError(f"export supports {' and '.join(EXPORTABLE_KINDS)} checkpoints; "
+                           f"this one is kind={ckpt.get('kind')!r}")
     if not ckpt.get("class_names") or not ckpt.get("input_size"):
         raise FastmedError("checkpoint lacks class_names or input_size; re-save it with make_checkpoint(...)")
     norm = ckpt.get("normalization") or {}
     return ModelMetadata(
         task=str(ckpt.get("task", "")),
-        kind="classifier",
+        kind=str(ckpt["kind"]),
         arch=str(ckpt["arch"]["name"]),
         class_names=[str(c) for c in ckpt["class_names"]],
         input_size=[int(s) for s in ckpt["input_size"]],

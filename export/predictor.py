@@ -5,8 +5,10 @@
 >>> probs = p.predict(["a.png", "b.png"])          # (2, C) numpy float32
 >>> p.class_names[probs.argmax(1)[0]]
 
-Preprocessing (resize, channel order, normalization, layout) comes from the
-artifact's metadata, so a ``.pt`` checkpoint and its exports give the same
+A segmenter (``kind="segmenter"``, the ``seg`` U-Nets) gives mask
+probabilities ``(N, K, H, W)`` at the model's input size instead (see
+:mod:`fastmed.export.segmenter`). Preprocessing (resize, channel order,
+normalization, layout) comes from the artifact's metadata, so a ``.pt`` checkpoint and its exports give the same
 probabilities for the same images up to numerical precision.
 """
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from fastmed.errors import FastmedError
-from fastmed.export.metadata import ModelMetadata
-from fastmed.export.preprocess import ImageLike, prepare_batch, softmax, to_rgb_uint8
+from fastmed.export.metadata import EXPORTABLE_KINDS, ModelMetadata
+from fastmed.export.preprocess import ImageLike, prepare_batch, to_rgb_uint8
 from fastmed.export.runtimes import check_output_classes, open_backend
 
 
@@ -34,8 +36,9 @@ class Predictor:
         self.path = str(path)
         self.backend = open_backend(path, device=device, threads=threads)
         self.meta: ModelMetadata = self.backend.meta
-        if self.meta.kind != "classifier":
-            raise FastmedError(f"{path}: Predictor handles classifiers; this model is kind={self.meta.kind!r}")
+        if self.meta.kind not in EXPORTABLE_KINDS:
+            raise FastmedError(f"{path}: Predictor handles classifiers and segmenters; "
+                               f"this model is kind={self.meta.kind!r}")
 
     @property
     def class_names(self) -> list[str]:
@@ -50,14 +53,16 @@ class Predictor:
         return prepare_batch(images, self.meta)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Prepared batch → ``(N, C)`` probabilities (the compute-only step)."""
+        """Prepared batch → ``(N, C)`` probabilities, or ``(N, C, H, W)`` for a segmenter (the compute-only step)."""
+        from fastmed.export.segmenter import output_probs
+
         logits = self.backend.run(batch)
-        if logits.ndim != 2 or logits.shape[1] != len(self.class_names):
+        if logits.ndim != (4 if self.meta.kind == "segmenter" else 2) or logits.shape[1] != len(self.class_names):
             check_output_classes(self.path, logits.shape, self.meta)
-        return softmax(logits)
+        return output_probs(logits, self.meta.kind)
 
     def predict(self, images: ImageLike | Iterable[ImageLike], batch_size: int = 32) -> np.ndarray:
-        """Probabilities ``(N, C)`` for images given as paths, ``(H, W, 3)`` / ``(N, H, W, 3)`` uint8 arrays or PIL images."""
+        """Probabilities ``(N, C)`` (segmenters: ``(N, C, H, W)``) for images given as paths, ``(H, W, 3)`` / ``(N, H, W, 3)`` uint8 arrays or PIL images."""
         if batch_size < 1:
             raise FastmedError(f"batch_size must be >= 1, got {batch_size}")
         items = _as_list(images)
@@ -89,7 +94,8 @@ class Predictor:
                 bad_paths = {p for p, _ in bad}
                 done += [p for p in part if p not in bad_paths]
                 probs.append(self.predict(images, batch_size=batch_size))
-        return done, (np.concatenate(probs) if probs else np.zeros((0, len(self.class_names)), np.float32)), skipped
+        empty = (0, len(self.class_names), *(self.meta.input_size if self.meta.kind == "segmenter" else ()))
+        return done, (np.concatenate(probs) if probs else np.zeros(empty, np.float32)), skipped
 
 
 def _as_list(images) -> list:

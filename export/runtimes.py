@@ -20,7 +20,7 @@ AOTI_SUFFIX = ".pt2"
 
 
 class TorchBackend:
-    """A fastmed ``.pt`` classifier checkpoint run in PyTorch eager mode."""
+    """A fastmed ``.pt`` checkpoint run in PyTorch eager mode (segmenters through their mask head)."""
 
     name = "pytorch"
 
@@ -30,9 +30,12 @@ class TorchBackend:
         from fastmed.engine.checkpoint import load_model
         from fastmed.engine.device import select_device
 
+        from fastmed.export.mask_head import deployable
+
         self.device = select_device(device)
-        self.model, ckpt = load_model(path, map_location=self.device)
+        model, ckpt = load_model(path, map_location=self.device)
         self.meta = metadata_from_checkpoint(ckpt, path)
+        self.model = deployable(model, self.meta.kind)
         self._torch = torch
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -42,10 +45,14 @@ class TorchBackend:
 
 
 def check_output_classes(path: str | os.PathLike, shape, meta: ModelMetadata) -> None:
-    """Raise when an output shape ``(N, C)`` contradicts the metadata's class count (symbolic dims pass)."""
+    """Raise when an output shape contradicts the metadata's class count (symbolic dims pass).
+
+    Classifiers output ``(N, C)``, segmenters ``(N, C, H, W)`` mask logits.
+    """
     dims = list(shape)
-    classes = dims[1] if len(dims) == 2 else None
-    if len(dims) != 2 or (isinstance(classes, int) and classes != meta.num_classes):
+    rank = 4 if meta.kind == "segmenter" else 2
+    classes = dims[1] if len(dims) == rank else None
+    if len(dims) != rank or (isinstance(classes, int) and classes != meta.num_classes):
         raise FastmedError(f"{path}: the model outputs shape {tuple(dims)} but its fastmed metadata field "
                            f"'class_names' lists {meta.num_classes} classes; re-export the checkpoint")
 

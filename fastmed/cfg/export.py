@@ -24,6 +24,7 @@ class ExportConfig:
     parity_tol: float | None = opt(None, "max |Δprob| vs PyTorch before the export fails (default 1e-4 fp32, 1e-2 fp16)")
     per_channel: bool = opt(True, "int8: per-channel weight scales (falls back when accuracy drops)")
     max_drop: float = opt(1.0, "int8: largest accepted accuracy change vs fp32, in points")
+    min_agreement: float = opt(0.99, "int8: smallest accepted top-1 agreement with fp32 on images held out from calibration")
     calib_images: int = opt(128, "int8: number of calibration images (spread over the folder)")
     precision: str = opt("fp16", "TensorRT engine precision", choices=("fp32", "fp16", "int8"))
     workspace_gb: float = opt(2.0, "TensorRT builder workspace in GiB")
@@ -37,6 +38,7 @@ class ExportConfig:
         if self.max_batch < 2:
             raise ConfigError(f"option --max-batch must be >= 2, got {self.max_batch}")
         at_least(self, 0, "max_drop")
+        _agreement_in_range(self)
         at_least(self, 1, "calib_images")
         at_least(self, 7, "opset")
         require(self, lambda v: v > 0, "> 0", "workspace_gb", "parity_tol")
@@ -66,7 +68,9 @@ class PredictConfig(PredictOptions):
 class BenchConfig(OutOptions):
     """``fastmed bench``: each row runs on its backend's device (TensorRT on CUDA, the others on the CPU)."""
 
-    weights: str = opt(help="a fastmed classifier checkpoint (.pt): the PyTorch reference row")
+    weights: str = opt(help="a fastmed .pt checkpoint (every export row, PyTorch the reference), or one exported "
+                            "file benched alone (.onnx, .int8.onnx, .ort, .pt2, .engine)")
+    reference: str | None = opt(None, "with an exported --weights: the .pt it came from, for parity and agreement")
     seed: int = opt(0, "random seed (parity images when --data is not given)")
     data: str | None = opt(None, "labelled class folder: accuracy per row (and parity images)")
     calib: str | None = opt(None, "image folder for int8 calibration (int8 rows are skipped without it)")
@@ -75,6 +79,7 @@ class BenchConfig(OutOptions):
     warmup: int = opt(5, "untimed runs before timing")
     iters: int = opt(50, "timed runs at batch 1")
     max_drop: float = opt(1.0, "int8 rows: largest accepted accuracy change vs fp32, in points")
+    min_agreement: float = opt(0.99, "int8 rows: smallest accepted top-1 agreement with fp32 (held-out images)")
     min_metric: float | None = opt(None, "exit 1 when any row's accuracy on --data is below this (0-1), for CI")
     exporter: str = opt("dynamo", "PyTorch ONNX exporter", choices=("dynamo", "torchscript"))
     threads: int = opt(0, "CPU threads for every backend (0 = PyTorch's default)")
@@ -87,6 +92,12 @@ class BenchConfig(OutOptions):
         if self.batch < 1 or self.iters < 1 or self.warmup < 0:
             raise ConfigError(f"--batch and --iters must be >= 1 and --warmup >= 0, got {self.batch}, {self.iters}, {self.warmup}")
         at_least(self, 0, "max_drop", "threads", "seed")
+        _agreement_in_range(self)
+
+
+def _agreement_in_range(cfg) -> None:
+    if not 0 <= cfg.min_agreement <= 1:
+        raise ConfigError(f"option --min-agreement must be in [0, 1] (a fraction of images), got {cfg.min_agreement}")
 
 
 COMMANDS = [

@@ -74,8 +74,12 @@ def mobilenet_onnx(mobilenet_ckpt, polyp_dir):
 
 @pytest.fixture(scope="session")
 def mobilenet_int8(mobilenet_ckpt, mobilenet_onnx, polyp_dir):
-    """The Int8Result of quantizing the MobileNet ONNX (calibrated on train/, judged on val/)."""
+    """The Int8Result of quantizing the MobileNet ONNX (calibrated on train/, judged on val/).
+
+    A random-init network agrees with its int8 self on ~80 % of images, so the agreement gate is
+    lowered here (test_int8_gate.py tests the gate itself).
+    """
     from fastmed.export import export
 
     return export(mobilenet_ckpt, "onnx-int8", mobilenet_ckpt.with_suffix(".int8.onnx"), calib=str(polyp_dir / "train"),
-                  data=str(polyp_dir / "val"), from_onnx=mobilenet_onnx).int8
+                  data=str(polyp_dir / "val"), from_onnx=mobilenet_onnx, min_agreement=0.5).int8

@@ -45,7 +45,8 @@ def test_predict_cli_stream_folder(mobilenet_ckpt, polyp_dir, tmp_path, capsys):
 def test_bench_cli_table_json_and_floor(mobilenet_ckpt, polyp_dir, tmp_path, capsys):
     run = tmp_path / "bench"
     args = ["bench", "--weights", str(mobilenet_ckpt), "--data", str(polyp_dir / "val"), "--calib", str(polyp_dir / "train"),
-            "--batch", "4", "--iters", "3", "--warmup", "1", "--exporter", "torchscript", "--out", str(run)]
+            "--batch", "4", "--iters", "3", "--warmup", "1", "--exporter", "torchscript", "--out", str(run),
+            "--min-agreement", "0.5"]  # a random-init MobileNet agrees with its int8 self on ~80 % (test_int8_gate.py)
     assert main(args + ["--min-metric", "1.01"]) == 1  # no row can reach 101 % accuracy: exit non-zero
     result = json.loads((run / "bench.json").read_text())
     rows = {r["format"]: r for r in result["rows"]}

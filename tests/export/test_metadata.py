@@ -64,5 +64,6 @@ def test_checkpoint_metadata_hash_and_kind(tmp_path, make_ckpt):
     meta = metadata_from_checkpoint(ckpt, path)
     assert meta.source_sha256 == file_sha256(path) and len(meta.source_sha256) == 64
     assert meta.input_size == [32, 32] and meta.class_names[0] == "adenoma"
-    with pytest.raises(FastmedError, match="kind='segmenter'"):
-        metadata_from_checkpoint({**ckpt, "kind": "segmenter"})
+    assert metadata_from_checkpoint({**ckpt, "kind": "segmenter"}).kind == "segmenter"  # exported since issue 15
+    with pytest.raises(FastmedError, match="kind='generator'"):
+        metadata_from_checkpoint({**ckpt, "kind": "generator"})

