@@ -3,8 +3,10 @@
 //   fastmed-run --model M.pt2 [--csv OUT] [--batch N] [--warmup K] [--repeat R] IMAGE...
 //
 // CSV (to --csv or stdout): path,class,prob_<name>... (one prob_ column per class, in the model's order; the
-// layout of export/predictions.py). Latency per image, p50/p95/p99 over every timed pass, goes to stderr:
-// "compute" is the model call alone (batch time / batch size), "end-to-end" adds decoding and preprocessing.
+// layout of export/predictions.py). --warmup K untimed passes over the first batch come first, then --repeat R
+// timed passes over every image. Latency per image, p50/p95/p99 over the timed passes, goes to stderr:
+// "compute" is the model call alone (batch time / batch size), "decode+preprocess+compute" adds decoding and
+// preprocessing.
 // A file that cannot be decoded is reported on stderr and skipped. Exit status: 0 when some image was
 // predicted, 1 when none was, 2 on a usage or model error (one line on stderr).
 #include <algorithm>
