@@ -210,7 +210,7 @@ def export(
     src = _load_source(weights, data, calib, n_check=32, seed=seed)
     if int8 and src.meta.kind != "classifier":
         raise ConfigError(f"{weights}: int8 export is gated on class agreement and supports classifiers; "
-                          f"export this {src.meta.kind} as onnx, ort or a TensorRT fp16/fp32 engine")
+                          f"export this {src.meta.kind} as onnx, ort, aoti or a TensorRT fp16/fp32 engine")
     onnx_kw = dict(opset=opset, fixed_batch=fixed_batch, max_batch=max_batch, exporter=exporter)
     files: list[Path] = []
     result_int8 = None

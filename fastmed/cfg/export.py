@@ -10,7 +10,7 @@ from fastmed.errors import ConfigError
 
 @dataclass(kw_only=True)
 class ExportConfig:
-    weights: str = opt(help="a fastmed classifier checkpoint (.pt)")
+    weights: str = opt(help="a fastmed classifier or segmenter checkpoint (.pt)")
     format: str = opt("onnx", "artifact to write (aoti: an AOTInductor .pt2 package for Predictor and cmake/'s fastmed-run)",
                       choices=("onnx", "onnx-int8", "ort", "tensorrt", "aoti"))
     out: str | None = opt(None, "output file (default: beside the weights: .onnx, .int8.onnx, .ort, .engine, .pt2)")
