@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -148,6 +149,8 @@ def native_main(args, models: dict[str, str]) -> None:
                            args.iters, args.exporter)
         report["models"][role] = rows
         md += [f"## {role} (`{weights}`)", "", native_table(rows), ""]
+    report["load_average_at_end"] = list(os.getloadavg())
+    md.append("Load average at the end: {:.1f}/{:.1f}/{:.1f} (1/5/15 min).".format(*report["load_average_at_end"]))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "export_native.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / "export_native.md").write_text("\n".join(md) + "\n")
