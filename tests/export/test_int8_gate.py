@@ -78,3 +78,10 @@ def test_calibration_and_gate_images_are_disjoint(tmp_path):
     assert len(calib) == 128 and 0 < len(held) <= 128 and not set(calib) & set(held)
     calib, held = _calib_split(files[:20], 128)  # a small folder: every fourth image is held out
     assert len(held) == 5 and not set(calib) & set(held) and len(calib) + len(held) == 20
+
+
+def test_percentile_calibration_takes_a_count_that_is_no_multiple_of_the_batch(mobilenet_onnx, calib, tmp_path):
+    images, meta = calib
+    odd = (images * 2)[:11]  # 11 images, calibration batches of 8: the histogram calibrator needs equal batches
+    out = quantize_qdq(mobilenet_onnx, tmp_path / "p.onnx", odd, meta, calibration="percentile")
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
