@@ -71,6 +71,14 @@ def test_export_refuses_a_foreign_pt2_and_a_wrong_suffix(tiny_recognizer, tiny_p
         export(tiny_recognizer, "aoti", tmp_path / "m.onnx", device="cpu")
 
 
+def test_cli_export_aoti_refuses_a_wrong_suffix_in_one_line(tiny_recognizer, tmp_path, capsys):
+    from fastmed.cli import main
+
+    assert main(["export", "--weights", str(tiny_recognizer), "--format", "aoti", "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "must end in .pt2" in err and err.count("\n") == 1
+
+
 def test_a_bad_pt2_is_a_one_line_error(tmp_path):
     from fastmed.export import Predictor
 
