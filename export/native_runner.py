@@ -83,6 +83,7 @@ class ProbeImages:
     larger: list[Path]    # PNGs about 2x and 3x the input size, non-square (both sides resize)
     jpeg: list[Path]      # JPEGs at 2x the input size (decoded by libjpeg in C++, by PIL in Python)
     huge: list[Path]      # PNGs at 9x the input size: Python shrinks them while decoding (box reduce), C++ does not
+    modes: list[Path]     # PNGs at the input size in grey, grey + alpha, RGBA, palette and 16-bit grey
     corrupt: list[Path]   # a truncated PNG and a text file named .jpg
 
 
@@ -93,7 +94,7 @@ def write_probe_images(folder: str | os.PathLike, images: Sequence[np.ndarray], 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     h, w = int(size[0]), int(size[1])
-    probe = ProbeImages([], [], [], [], [])
+    probe = ProbeImages([], [], [], [], [], [])
     for i, im in enumerate(images):
         pil = Image.fromarray(im)
         for name, (ph, pw), kind, fmt in [("size", (h, w), probe.at_size, "png"),
@@ -103,6 +104,12 @@ def write_probe_images(folder: str | os.PathLike, images: Sequence[np.ndarray], 
             path = folder / f"{name}_{i}.{fmt}"
             pil.resize((pw, ph), Image.BICUBIC).save(path, quality=92)
             kind.append(path)
+    small = Image.fromarray(images[0]).resize((w, h), Image.BICUBIC)
+    grey16 = Image.fromarray((np.asarray(small.convert("L"), np.uint16) * 257 + 100).astype(np.uint16))
+    for name, im in [("L", small.convert("L")), ("LA", small.convert("LA")), ("RGBA", small.convert("RGBA")),
+                     ("P", small.convert("P", palette=Image.ADAPTIVE, colors=64)), ("I16", grey16)]:
+        probe.modes.append(folder / f"mode_{name}.png")
+        im.save(probe.modes[-1])
     truncated = folder / "truncated.png"
     truncated.write_bytes(probe.at_size[0].read_bytes()[:60])
     fake = folder / "not_an_image.jpg"

@@ -1,6 +1,6 @@
 // PNG and JPEG files → (height, width, 3) uint8 RGB, converted as fastmed's Python reader does
-// (grey → RGB, alpha dropped, palettes expanded, 16-bit grey rescaled x / 257). The format is read from
-// the file's first bytes, not its name.
+// (grey → RGB, alpha dropped, palettes expanded, 16-bit grey rescaled x / 257; CMYK JPEGs are refused).
+// The format is read from the file's first bytes, not its name.
 #pragma once
 
 #include <cstdint>

@@ -50,6 +50,15 @@ def test_runner_resizes_larger_png_and_jpeg_as_python_does(runner, tiny_recogniz
     assert np.abs(r.probs - Predictor(tiny_recognizer).predict(files)).max() <= EXACT
 
 
+def test_runner_converts_grey_alpha_palette_and_16_bit_pngs_as_python_does(runner, tiny_recognizer, tiny_pt2, probe,
+                                                                          tmp_path):
+    from fastmed.export import Predictor
+
+    r = _run(runner, tiny_pt2, probe.modes, tmp_path, batch=7)
+    assert r.returncode == 0 and r.paths == [str(p) for p in probe.modes], r.stderr
+    assert np.abs(r.probs - Predictor(tiny_recognizer).predict(probe.modes)).max() <= EXACT
+
+
 def test_runner_on_huge_images_within_the_documented_tolerance(runner, tiny_recognizer, tiny_pt2, probe, tmp_path):
     from fastmed.export import Predictor
 
