@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import shutil
 import statistics
 import tempfile
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine_note import machine_note  # benchmarks/machine_note.py
 from quick import add_quick_options, results_folder  # benchmarks/quick.py (this folder is on sys.path)
 
 from fastmed.cfg.wsi import WsiTrainConfig
@@ -140,7 +140,7 @@ def main() -> None:
         (results / "wsi_evidence.json").write_text(json.dumps(res, indent=2) + "\n")
         (results / "wsi_evidence.md").write_text(render_md(res))
         return
-    res: dict = {"machine": f"{platform.machine()}, shared 2-core CPU (noisy timings), torch {torch.__version__}",
+    res: dict = {"machine": f"{machine_note()}; torch {torch.__version__}, {torch.get_num_threads()} threads",
                  "quick": args.quick,
                  "slides": {"n": n_slides, "test": n_test, "size": f"{height}x{width} level-0 px, mpp 0.5",
                             "tumour_radius": list(radius), "contrast": contrast},
