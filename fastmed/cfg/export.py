@@ -102,7 +102,7 @@ def _agreement_in_range(cfg) -> None:
 
 COMMANDS = [
     Command("export", None, ExportConfig, "fastmed.export.commands:run_export",
-            "checkpoint → ONNX / ONNX int8 (QDQ) / ORT format / TensorRT engine, with parity checks"),
+            "checkpoint → ONNX / ONNX int8 (QDQ) / ORT format / TensorRT engine / AOTInductor .pt2, with parity checks"),
     Command("predict", None, PredictConfig, "fastmed.export.commands:run_predict",
             "class probabilities from any model file for an image, a folder or a video (streaming)"),
     Command("bench", None, BenchConfig, "fastmed.export.commands:run_bench",
