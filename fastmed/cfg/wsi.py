@@ -97,6 +97,9 @@ class WsiTrainConfig(BatchOptions):  # no --workers: bags are in memory, batches
     top_k: int = opt(8, "K of loss 3 (clamped to the bag size)")
     max_patches: int = opt(4096, "at most this many random patches per slide per training step (bounds memory)")
     patch_samples: int = opt(512, "labelled patches per step for loss 1 (drawn across the step's slides)")
+    patch_label_fraction: float = opt(1.0, "keep the patch labels of this fraction of the positive training slides "
+                                      "(chosen with --seed); the others count as unannotated and feed only the bag and "
+                                      "top-K losses (negative slides stay all-negative)")
     threshold: float = opt(0.5, "slide probability threshold for accuracy/F1 and predictions")
 
     def validate(self) -> None:
@@ -104,6 +107,8 @@ class WsiTrainConfig(BatchOptions):  # no --workers: bags are in memory, batches
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"option --val-fraction must be in [0, 1), got {self.val_fraction}")
         _positive(self, "top_k", "max_patches", "hidden", "attn_dim")
+        if not 0 <= self.patch_label_fraction <= 1:
+            raise ConfigError(f"option --patch-label-fraction must be in [0, 1], got {self.patch_label_fraction}")
         if min(self.w_patch, self.w_bag, self.w_topk, self.w_attn) < 0:
             raise ConfigError("loss weights --w-patch/--w-bag/--w-topk/--w-attn must be >= 0")
 

@@ -8,6 +8,7 @@ checkpoints (``weights/best.pt`` by validation loss), metrics and resume.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Iterable
 
@@ -42,6 +43,21 @@ def mil_losses(out: dict[str, torch.Tensor], batch: BagBatch, weights: dict[str,
         terms["attn"] = attention_patch_loss(out["attention"], out["patch"], batch.patch_labels)
     total = sum(weights[k] * v for k, v in terms.items())
     return {**terms, "total": total}
+
+
+def keep_patch_labels(bags: list[SlideBag], fraction: float, seed: int) -> tuple[list[SlideBag], list[str]]:
+    """Bags where only ``round(fraction * positives)`` positive slides (drawn with ``seed``) keep their patch labels.
+
+    The other positive slides get all patch labels ``-1`` (unknown), so losses 1 and 4 never see them;
+    negative slides keep theirs (all-negative by definition). Returns the bags and the ids of the
+    positive slides that kept their labels.
+    """
+    positives = [i for i, b in enumerate(bags) if b.label == 1]
+    n_keep = round(fraction * len(positives))
+    chosen = {positives[j] for j in np.random.default_rng(seed).permutation(len(positives))[:n_keep]}
+    out = [b if b.label != 1 or i in chosen else dataclasses.replace(b, patch_labels=torch.full_like(b.patch_labels, -1))
+           for i, b in enumerate(bags)]
+    return out, [bags[i].slide_id for i in sorted(chosen)]
 
 
 @torch.no_grad()
@@ -96,7 +112,8 @@ class WsiTrainTask:
     """The ``TrainTask`` of attention MIL (see ``fastmed.engine.fit``)."""
 
     def __init__(self, cfg, train: list[SlideBag], val: list[SlideBag], device: torch.device, meta: dict[str, Any]):
-        self.cfg, self.train, self.val, self.device, self.meta = cfg, train, val, device, meta
+        self.cfg, self.val, self.device, self.meta = cfg, val, device, meta
+        self.train, meta["patch_label_slides"] = keep_patch_labels(train, cfg.patch_label_fraction, cfg.seed)
         self.in_dim = int(train[0].features.shape[1])
         self.arch_kwargs = {"in_dim": self.in_dim, "hidden": cfg.hidden, "attn_dim": cfg.attn_dim,
                             "dropout": cfg.dropout, "normalize": cfg.normalize}

@@ -203,3 +203,18 @@ def test_tile_warns_about_an_annotation_outside_its_slide(synth_root, tmp_path, 
     assert f"region {n + 1} (Tumor, x 9000..9100, y 9000..9100)" in lines[0]
     row = json.loads((out / "tiling.json").read_text())["slides"][0]
     assert row["annotation_warning"] in lines[0]
+
+
+def test_train_records_which_positive_slides_kept_their_patch_labels(pipeline, tmp_path):
+    import torch
+
+    root, slides = pipeline
+    kept = {}
+    for fraction in ("0", "1"):
+        run = tmp_path / f"run{fraction}"
+        assert main(["wsi", "train", "--features", str(root / "features"), "--labels", str(slides / "labels.csv"),
+                     "--out", str(run), "--epochs", "1", "--val-fraction", "0", "--patch-label-fraction", fraction,
+                     "--device", "cpu", "--progress", "false"]) == 0
+        kept[fraction] = torch.load(run / "weights" / "last.pt", weights_only=True)["meta"]["patch_label_slides"]
+    labels = {r["slide_id"]: r["label"] for r in csv.DictReader(open(slides / "labels.csv"))}
+    assert kept["0"] == [] and kept["1"] == sorted(s for s, v in labels.items() if v == "tumor")

@@ -135,3 +135,36 @@ def test_predict_shows_progress_only_when_asked(tmp_path, feature_files, capsys,
         assert main(["wsi", "predict", "--weights", str(tmp_path / "run" / "weights" / "last.pt"), "--features",
                      str(tmp_path / "features"), "--out", str(tmp_path / f"p{i}"), "--device", "cpu", "--progress", shown]) == 0
         assert ("predict" in capsys.readouterr().err) == (shown == "true")
+
+
+def test_patch_label_fraction_keeps_patch_labels_on_the_chosen_positive_slides_only(monkeypatch):
+    import fastmed.wsi.train as train_mod
+    from fastmed.wsi.bags import collate
+
+    seen = []
+    orig = train_mod.patch_loss
+    monkeypatch.setattr(train_mod, "patch_loss", lambda logits, y: seen.append(y.clone()) or orig(logits, y))
+    assert _task().meta["patch_label_slides"] == ["s1", "s3", "s5"]  # positives (all patches 1); s0, s2, s4, s6 negative
+    for fraction, n_kept in ((0.0, 0), (0.34, 1), (0.67, 2), (1.0, 3)):
+        task = _task(patch_label_fraction=fraction, seed=4)
+        kept = task.meta["patch_label_slides"]
+        assert len(kept) == n_kept and set(kept) <= {"s1", "s3", "s5"}
+        for bag in task.train:
+            known = int((bag.patch_labels >= 0).sum())
+            assert known == (len(bag.patch_labels) if bag.label == 0 or bag.slide_id in kept else 0), bag.slide_id
+        batch = collate(task.train)  # loss 1 sees the positive patches of the kept slides only
+        seen.clear()
+        train_mod.mil_losses(task.model(batch.x, batch.offsets), batch,
+                             {"patch": 1.0, "bag": 0.0, "topk": 0.0, "attn": 0.0}, 8, 10_000)
+        assert int(seen[0].sum()) == sum(len(b.patch_labels) for b in task.train if b.slide_id in kept)
+    draws = {tuple(_task(patch_label_fraction=0.34, seed=s).meta["patch_label_slides"]) for s in range(6)}
+    assert len(draws) > 1 and draws == {tuple(_task(patch_label_fraction=0.34, seed=s).meta["patch_label_slides"])
+                                        for s in range(6)}  # the seed chooses, the same way each time
+
+
+def test_a_bad_patch_label_fraction_is_one_error_line(capsys):
+    from fastmed.cli import main
+
+    assert main(["wsi", "train", "--features", "f", "--labels", "l.csv", "--patch-label-fraction", "1.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: option --patch-label-fraction must be in [0, 1], got 1.5"
