@@ -14,7 +14,10 @@ that must stay out (``SlideImage.artefact``): ``stain="pale"`` (faded H&E),
 ``stain="ihc"`` (DAB-brown nests in pale-hematoxylin stroma with blue nuclei) and
 ``artefacts`` ``pen`` (blue, green and black marker strokes on the glass),
 ``dust`` (grey specks and fibres), ``bubbles`` (grey rims, over glass and tissue) and
-``shading`` (uneven illumination, 6 % darker from one side to the other).
+``shading`` (uneven illumination, 6 % darker from one side to the other), and
+``debris`` (dark clumps of specks lying on the tissue itself: confounders for a
+tumour classifier, since both classes get them; ``make_slides(artefacts=...)``
+writes their ground truth as ``OUT/artefacts/<slide_id>.png``).
 Stains and artefacts are made in optical density (Beer-Lambert: OD adds, the
 light transmitted multiplies), as on a real slide.
 """
@@ -29,6 +32,7 @@ from typing import Sequence
 
 import numpy as np
 import tifffile
+from PIL import Image
 from scipy import ndimage
 
 from fastmed.data.synthetic.endoscopy import Lesion
@@ -37,7 +41,7 @@ from fastmed.data.synthetic.seg import rasterize_polygon
 DOWNSAMPLES = (1, 4, 16)
 BACKGROUND = np.array([242, 240, 244], dtype=np.float64) / 255
 STAINS = ("he", "pale", "ihc")
-ARTEFACTS = ("pen", "dust", "bubbles", "shading")
+ARTEFACTS = ("pen", "dust", "bubbles", "shading", "debris")
 HEMATOXYLIN = np.array([0.65, 0.70, 0.29])  # OD direction of the stains (Ruifrok & Johnston 2001)
 DAB = np.array([0.27, 0.57, 0.78])
 INKS = {"blue": np.array([0.18, 0.30, 0.80]), "green": np.array([0.22, 0.62, 0.36]),
@@ -52,7 +56,7 @@ class SlideImage:
     rgb: np.ndarray               # (H, W, 3) uint8
     polygons: list[np.ndarray]    # tumour polygons (n, 2) as (x, y)
     tissue: np.ndarray            # (H, W) bool: ground-truth tissue
-    artefact: np.ndarray          # (H, W) bool: pen / dust / bubble pixels on glass (not tissue)
+    artefact: np.ndarray          # (H, W) bool: pen / dust / bubble pixels on glass, debris pixels (on tissue)
 
 
 def _field(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
@@ -213,7 +217,25 @@ def _shading(rng: np.random.Generator, img: np.ndarray, tissue: np.ndarray) -> n
     return np.zeros((h, w), bool)
 
 
-_ARTEFACT_PAINTERS = {"pen": _pen, "dust": _dust, "bubbles": _bubbles, "shading": _shading}
+def _debris(rng: np.random.Generator, img: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+    """Dark brown-black clumps of specks on the tissue (radius 1.5-4 % of the short side, one per ~130k px,
+    at least 3); returns the clump pixels."""
+    h, w = tissue.shape
+    side = min(h, w)
+    ys, xs = np.nonzero(ndimage.binary_erosion(tissue, iterations=max(2, side // 40)))
+    alpha = np.zeros((h, w), np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for _ in range(max(3, round(h * w / 131072)) if len(xs) else 0):
+        j = int(rng.integers(len(xs)))
+        r = rng.uniform(0.015, 0.04) * side
+        clump = np.hypot(yy - ys[j], xx - xs[j]) < r * (1 + 0.3 * _field(rng, h, w, 8))
+        alpha = np.maximum(alpha, clump * _nuclei(rng, (h, w), 0.05, 1.2) + 0.6 * clump)
+    alpha = np.clip(ndimage.gaussian_filter(alpha, 1.0), 0, 1)
+    _absorb(img, alpha, np.array([0.22, 0.18, 0.16]))
+    return alpha > 0.1
+
+
+_ARTEFACT_PAINTERS = {"pen": _pen, "dust": _dust, "bubbles": _bubbles, "shading": _shading, "debris": _debris}
 
 
 @dataclass
@@ -312,10 +334,12 @@ def _geojson(polygons: list[np.ndarray]) -> dict:
 
 
 def make_slides(out: str | os.PathLike, n_slides: int, seed: int = 0, height: int = 1024, width: int = 1536, mpp: float = 0.5,
-                tumor_radius: tuple[float, float] = (0.06, 0.11), contrast: float = 1.0) -> Path:
+                tumor_radius: tuple[float, float] = (0.06, 0.11), contrast: float = 1.0, artefacts: Sequence[str] = ()) -> Path:
     """Write ``n_slides`` slides (every other one tumour-positive), labels and annotations.
 
     ``tumor_radius`` and ``contrast`` (see ``render_slide``) make tumours smaller/fainter for harder data sets.
+    ``artefacts`` (any of ``ARTEFACTS``, painted on every slide of both classes) also writes their ground
+    truth, ``OUT/artefacts/<slide_id>.png``: level-0 mask, 255 where an artefact lies.
     """
     if not 0 < contrast <= 1:
         raise ValueError(f"contrast must be in (0, 1], got {contrast}")
@@ -328,9 +352,12 @@ def make_slides(out: str | os.PathLike, n_slides: int, seed: int = 0, height: in
         rng = np.random.default_rng([seed, 3, i])
         sid = f"slide_{i:03d}"
         tumor = i % 2 == 0
-        rendered = render_slide(rng, height, width, tumor, tumor_radius, contrast)
+        rendered = render_slide(rng, height, width, tumor, tumor_radius, contrast, artefacts=artefacts)
         polys = rendered.polygons
         write_pyramid_tiff(out / f"{sid}.tiff", rendered.rgb, mpp)
+        if artefacts:
+            (out / "artefacts").mkdir(exist_ok=True)
+            Image.fromarray(rendered.artefact.astype(np.uint8) * 255).save(out / "artefacts" / f"{sid}.png")
         (out / "annotations" / f"{sid}.geojson").write_text(json.dumps(_geojson(polys)), encoding="utf-8")
         rows.append({"slide_id": sid, "label": "tumor" if polys else "normal"})
     with open(out / "labels.csv", "w", newline="", encoding="utf-8") as f:
