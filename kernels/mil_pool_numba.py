@@ -1,0 +1,142 @@
+"""Numba CPU kernels of ragged attention-MIL pooling (forward and backward).
+
+Same maths as ``mil_pool_reference`` (the specification). For bag ``b`` with
+rows ``i``, weights ``w_i`` (sigmoid, or exp shifted by the bag max) and
+``den_b = sum_i w_i``::
+
+    forward:   z_b   = sum_i w_i h_i / den_b
+    backward:  dh_i  = (w_i / den_b) g_b
+               ds_i  = (g_b . h_i - g_b . z_b) / den_b * dw_i/ds_i
+               dw/ds = w (1 - w) (sigmoid) or w (softmax; the max shift cancels)
+
+Each pass streams ``h`` once, row by row: the forward reads it, the backward
+reads it and writes ``dh`` — no ``(N, D)`` temporary, so both are memory-bound.
+Work is split into *items* of at most ``ROWS_PER_ITEM`` rows of one bag
+(``work_items``), taken by the threads dynamically; the forward writes one
+partial sum per item and adds them per bag afterwards (so long bags use every
+thread).  Sums are accumulated in float64; ``h`` and ``dh`` stay in the input
+dtype (float32 or float64).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+from numba import njit, prange
+
+# Rows per work item: enough to amortise scheduling, small enough to balance 16 ragged bags on 2+ threads.
+ROWS_PER_ITEM = 512
+# Let LLVM reorder the sums (SIMD lanes) and fuse multiply-adds; no finite-math assumptions.
+FASTMATH = {"reassoc", "contract"}
+
+
+@njit(cache=True)
+def work_items(offsets):
+    """``(n_items, 3)`` int64 rows ``(bag, first row, end row)`` covering every bag in order."""
+    n_bags = offsets.shape[0] - 1
+    n_items = 0
+    for b in range(n_bags):
+        n_items += (offsets[b + 1] - offsets[b] + ROWS_PER_ITEM - 1) // ROWS_PER_ITEM
+    items = np.empty((n_items, 3), np.int64)
+    k = 0
+    for b in range(n_bags):
+        for lo in range(offsets[b], offsets[b + 1], ROWS_PER_ITEM):
+            items[k, 0] = b
+            items[k, 1] = lo
+            items[k, 2] = min(lo + ROWS_PER_ITEM, offsets[b + 1])
+            k += 1
+    return items
+
+
+@njit(cache=True)
+def attention_weights(scores, offsets, softmax):
+    """float64 weights ``w (N,)`` and their bag sums ``den (B,)`` from ``scores (N,)``."""
+    n_bags = offsets.shape[0] - 1
+    w = np.empty(scores.shape[0], np.float64)
+    den = np.zeros(n_bags, np.float64)
+    for b in range(n_bags):
+        lo, hi = offsets[b], offsets[b + 1]
+        shift = -np.inf
+        if softmax:
+            for i in range(lo, hi):
+                shift = max(shift, np.float64(scores[i]))
+        for i in range(lo, hi):
+            s = np.float64(scores[i])
+            w[i] = np.exp(s - shift) if softmax else 1.0 / (1.0 + np.exp(-s))
+            den[b] += w[i]
+    return w, den
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def pool_forward(h, w, den, items, n_bags):
+    """``z (B, D)`` float64 = per-bag weighted mean of ``h (N, D)`` rows with weights ``w (N,)``."""
+    n_items, dim = items.shape[0], h.shape[1]
+    partial = np.empty((n_items, dim), np.float64)
+    for k in prange(n_items):
+        acc = partial[k]
+        acc[:] = 0.0
+        for i in range(items[k, 1], items[k, 2]):
+            wi = w[i]
+            for d in range(dim):
+                acc[d] += wi * h[i, d]
+    z = np.zeros((n_bags, dim), np.float64)
+    for k in range(n_items):
+        z[items[k, 0]] += partial[k]
+    for b in range(n_bags):
+        z[b] /= den[b]
+    return z
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def pool_backward(h, w, den, z, g, items, softmax, dh, ds):
+    """Fill ``dh (N, D)`` and ``ds (N,)`` from the upstream gradient ``g (B, D)`` float64."""
+    n_bags, dim = z.shape
+    gz = np.empty(n_bags, np.float64)
+    for b in range(n_bags):
+        gz[b] = 0.0
+        for d in range(dim):
+            gz[b] += g[b, d] * z[b, d]
+    for k in prange(items.shape[0]):
+        b = items[k, 0]
+        gb = g[b]
+        for i in range(items[k, 1], items[k, 2]):
+            a = w[i] / den[b]
+            dot = 0.0
+            for d in range(dim):
+                dot += gb[d] * h[i, d]
+                dh[i, d] = a * gb[d]
+            dw = (dot - gz[b]) / den[b]
+            ds[i] = dw * w[i] if softmax else dw * w[i] * (1.0 - w[i])
+
+
+class MilPoolNumba(torch.autograd.Function):
+    """Autograd wrapper: ``apply(h (N, D), scores (N,), offsets (B+1,) int64, softmax) -> (B, D)``.
+
+    CPU tensors; ``h`` float32 or float64 (any strides; copied when not
+    C-contiguous), ``scores`` any float dtype (``ds`` comes back in it).
+    Returns ``(B, D)`` in ``h.dtype``.
+    """
+
+    @staticmethod
+    def forward(ctx, h, scores, offsets, softmax):
+        h = h.detach().contiguous()
+        off = offsets.contiguous().numpy()
+        items = work_items(off)
+        w, den = attention_weights(scores.detach().to(torch.float64).contiguous().numpy(), off, softmax)
+        with numba.parallel_chunksize(1):  # items are taken dynamically (ragged bags, shared cores)
+            z = pool_forward(h.numpy(), w, den, items, off.shape[0] - 1)
+        ctx.softmax, ctx.scores_dtype = softmax, scores.dtype
+        ctx.save_for_backward(h, *(torch.from_numpy(a) for a in (w, den, z, items)))
+        return torch.from_numpy(z).to(h.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        h_t, *rest = ctx.saved_tensors
+        h, w, den, z, items = h_t.numpy(), *(t.numpy() for t in rest)
+        dh_t = torch.empty_like(h_t)  # torch's allocator: THP_MEM_ALLOC_ENABLE=1 gives it huge pages
+        dh = dh_t.numpy()
+        ds = np.empty(h.shape[0], np.float64)
+        g = grad.detach().to(torch.float64).contiguous().numpy()
+        with numba.parallel_chunksize(1):
+            pool_backward(h, w, den, z, g, items, ctx.softmax, dh, ds)
+        return dh_t, torch.from_numpy(ds).to(ctx.scores_dtype), None, None

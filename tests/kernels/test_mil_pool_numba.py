@@ -1,0 +1,104 @@
+"""mil_attention_pool's Numba CPU path against the reference (float32) and a float64 oracle."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastmed.kernels import mil_attention_pool
+from fastmed.kernels.mil_pool import NUMBA_MIN_ELEMENTS, bag_offsets, choose_backend
+from fastmed.kernels.mil_pool_numba import MilPoolNumba
+from fastmed.kernels.mil_pool_reference import mil_attention_pool_reference
+
+LENGTHS = [3, 1, 7, 600]  # odd sizes, a bag of 1, one bag longer than a work item (512 rows)
+
+
+def _inputs(lengths, D, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    N = sum(lengths)
+    h = torch.randn(N, D, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+    s = (torch.randn(N, generator=g, dtype=torch.float64) * 2).to(dtype).requires_grad_()
+    up = torch.randn(len(lengths), D, generator=g, dtype=torch.float64).to(dtype) * 3  # upstream grad != 1
+    return h, s, bag_offsets(lengths), up
+
+
+def _oracle64(h, s, offsets, normalize):
+    """The reference's maths per bag in float64 (the reference itself computes in float32)."""
+    out = []
+    for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
+        sb = s[lo:hi]
+        w = torch.sigmoid(sb) if normalize == "sigmoid" else torch.exp(sb - sb.max())
+        out.append((w[:, None] * h[lo:hi]).sum(0) / w.sum())
+    return torch.stack(out)
+
+
+def _values_and_grads(fn, h, s, offsets, up, normalize):
+    z = fn(h, s, offsets, normalize)
+    return (z, *torch.autograd.grad(z, (h, s), up))
+
+
+def _numba(h, s, offsets, normalize):
+    return mil_attention_pool(h, s, offsets, normalize=normalize, backend="numba")
+
+
+def _numba64(h, s, offsets, normalize):
+    """The kernel itself: the public op takes float32/fp16/bf16 only, the kernel also float64."""
+    return MilPoolNumba.apply(h, s, offsets, normalize == "softmax")
+
+
+def _assert_close_rel(got, want, rtol):
+    assert got.dtype == want.dtype
+    got, want = got.detach(), want.detach()
+    scale = want.abs().max()
+    assert float((got - want).abs().max()) <= rtol * float(scale), (float((got - want).abs().max()), float(scale))
+
+
+@pytest.mark.parametrize("normalize", ["sigmoid", "softmax"])
+def test_numba_matches_reference_fp32(normalize):
+    h, s, offsets, up = _inputs(LENGTHS, 33, torch.float32)
+    for got, want in zip(_values_and_grads(_numba, h, s, offsets, up, normalize),
+                         _values_and_grads(mil_attention_pool_reference, h, s, offsets, up, normalize)):
+        _assert_close_rel(got, want, 1e-5)
+
+
+@pytest.mark.parametrize("normalize", ["sigmoid", "softmax"])
+def test_numba_matches_float64_oracle(normalize):
+    h, s, offsets, up = _inputs(LENGTHS, 17, torch.float64)
+    for got, want in zip(_values_and_grads(_numba64, h, s, offsets, up, normalize),
+                         _values_and_grads(_oracle64, h, s, offsets, up, normalize)):
+        _assert_close_rel(got, want, 1e-12)
+
+
+def test_numba_non_contiguous_input():
+    hv = torch.randn(26, 40, dtype=torch.float64).t()[::2, ::2].detach().requires_grad_()  # (20, 13), strided
+    sv = torch.randn(40, dtype=torch.float64)[::2].detach().requires_grad_()
+    assert not hv.is_contiguous() and not sv.is_contiguous()
+    offsets, up = bag_offsets([1, 6, 13]), torch.randn(3, 13, dtype=torch.float64)
+    for got, want in zip(_values_and_grads(_numba64, hv, sv, offsets, up, "softmax"),
+                         _values_and_grads(_oracle64, hv, sv, offsets, up, "softmax")):
+        _assert_close_rel(got, want, 1e-12)
+
+
+def test_numba_bf16_returns_input_dtypes():
+    h, s, offsets, up = _inputs([5, 2], 8, torch.bfloat16)
+    z, dh, ds = _values_and_grads(_numba, h, s, offsets, up, "sigmoid")
+    zr, dhr, dsr = _values_and_grads(mil_attention_pool_reference, h, s, offsets, up, "sigmoid")
+    assert (z.dtype, dh.dtype, ds.dtype) == (torch.bfloat16,) * 3
+    for got, want in ((z, zr), (dh, dhr), (ds, dsr)):
+        _assert_close_rel(got.float(), want.float(), 2e-2)
+
+
+def test_auto_picks_numba_on_large_cpu_inputs_only():
+    small, large = torch.empty(4, 4), torch.empty(NUMBA_MIN_ELEMENTS // 64, 64)
+    assert choose_backend("auto", small, small[:, 0], torch.tensor([0, 4])) == "torch"
+    assert choose_backend("auto", large, large[:, 0], torch.tensor([0, large.shape[0]])) == "numba"
+    assert choose_backend("torch", large, large[:, 0], torch.tensor([0, large.shape[0]])) == "torch"
+
+
+def test_numba_public_op_fp32_non_contiguous():
+    hv = torch.randn(26, 40).t()[::2, ::2].detach().requires_grad_()  # (20, 13) float32, strided
+    sv = torch.randn(40)[::2].detach().requires_grad_()
+    offsets, up = bag_offsets([13, 1, 6]), torch.randn(3, 13)
+    for got, want in zip(_values_and_grads(_numba, hv, sv, offsets, up, "sigmoid"),
+                         _values_and_grads(mil_attention_pool_reference, hv, sv, offsets, up, "sigmoid")):
+        _assert_close_rel(got, want, 1e-5)
+
