@@ -3,17 +3,25 @@
 Variants, all computing the same ``(B, D)`` pooled features and gradients:
 
 * ``fastmed`` – ``fastmed.kernels.mil_attention_pool`` with ``backend="auto"``
-  (Triton on CUDA; on the CPU this *is* the reference, so it is listed once);
+  (Triton on CUDA; on the CPU the Numba kernel at these sizes);
+* ``fastmed, 1 Numba thread`` – the same on one thread (CPU);
 * ``reference (index_add)`` – the PyTorch segment implementation (anchor);
 * ``padded batch`` – bags padded to ``(B, L_max, D)`` with a mask, the usual
-  way to batch ragged bags without a segment op;
+  way to batch ragged bags without a segment op (main size only: slow);
 * ``one bag per call`` – a Python loop over bags (what one-slide-per-step
-  training does).
+  training does; main size only).
 
-Time: median of repeated forward+backward passes. Peak memory: on CUDA
-``torch.cuda.max_memory_allocated`` above the inputs; on the CPU the growth of
-the peak RSS (VmHWM, reset first) during one forward+backward in a fresh
-subprocess (Linux).
+At three sizes (the main one: 16 bags, N=57104, D=1024). Time: median of
+repeated forward+backward passes. Memory-bound estimate: the bytes a fused
+pass must move (read ``h`` in the forward; read ``h`` and write ``grad_h`` in
+the backward: ``3 N D`` elements) divided by the copy bandwidth measured here
+(``torch`` copy between two filled ``(N, D)`` tensors). A fresh ``grad_h``
+also costs first-touch page faults, which no kernel avoids (measured here
+as an allocate-and-fill of ``(N, D)`` minus a fill of an existing buffer);
+the estimate excludes it and the table lists it. Peak memory (main size):
+on CUDA ``torch.cuda.max_memory_allocated`` above the inputs; on the CPU the
+growth of the peak RSS (VmHWM, reset first) during one forward+backward in a
+fresh subprocess (Linux).
 
     .venv/bin/python benchmarks/bench_mil_pool.py [--quick]
 
@@ -33,7 +41,7 @@ from pathlib import Path
 import torch
 
 from fastmed.kernels import mil_attention_pool
-from fastmed.kernels.mil_pool import bag_offsets
+from fastmed.kernels.mil_pool import NUMBA_MIN_ELEMENTS, bag_offsets
 from fastmed.kernels.mil_pool_reference import mil_attention_pool_reference
 from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
 
@@ -60,12 +68,26 @@ def loop_pool(h: torch.Tensor, scores: torch.Tensor, offsets: torch.Tensor) -> t
     return torch.stack(outs).to(h.dtype)
 
 
+def with_numba_threads(n_threads: int | None):
+    """``mil_attention_pool`` with Numba's thread count set first (None: all, Numba's default)."""
+    def pool(h: torch.Tensor, scores: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        import numba
+
+        numba.set_num_threads(n_threads or numba.config.NUMBA_NUM_THREADS)  # stays set for the backward
+        return mil_attention_pool(h, scores, offsets)
+
+    return pool
+
+
 VARIANTS = {
-    "fastmed": lambda h, s, o: mil_attention_pool(h, s, o),
+    "fastmed": with_numba_threads(None),
+    "fastmed, 1 Numba thread": with_numba_threads(1),
     "reference (index_add)": lambda h, s, o: mil_attention_pool_reference(h, s, o),
     "padded batch": padded_pool,
     "one bag per call": loop_pool,
 }
+
+FAST_VARIANTS = ("fastmed", "fastmed, 1 Numba thread", "reference (index_add)")  # run at every size
 
 
 def make_inputs(lengths: list[int], D: int, device: str, dtype: torch.dtype, seed: int = 0):
@@ -115,7 +137,8 @@ def _measure_rss(args: str) -> None:
     a = json.loads(args)
     torch.set_num_threads(1)
     h, s, o = make_inputs(a["lengths"], a["D"], "cpu", getattr(torch, a["dtype"]))
-    VARIANTS[a["name"]](*make_inputs([3, 2], a["D"], "cpu", h.dtype)).sum().backward()  # load code paths
+    warm_d = max(a["D"], NUMBA_MIN_ELEMENTS // 5)  # 5 rows, enough elements that auto picks the same backend
+    VARIANTS[a["name"]](*make_inputs([3, 2], warm_d, "cpu", h.dtype)).sum().backward()  # load code paths
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS (VmHWM) to the current RSS
     before = _vm_kib("VmRSS")
     VARIANTS[a["name"]](h, s, o).sum().backward()
@@ -130,55 +153,108 @@ def _vm_kib(key: str) -> int:
     raise RuntimeError(f"{key} not in /proc/self/status")
 
 
+def _median_time(fn, repeats: int, device: str) -> float:
+    times = []
+    for i in range(repeats + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        if i:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def memory_costs(N: int, D: int, device: str, repeats: int) -> dict:
+    """Copy bandwidth (GB/s) over two filled ``(N, D)`` fp32 tensors, and the first-touch cost (ms) of a fresh one."""
+    x = torch.rand(N, D, device=device)
+    y = torch.rand(N, D, device=device)
+    t_copy = _median_time(lambda: y.copy_(x), repeats, device)
+    t_fill = _median_time(lambda: y.fill_(1.0), repeats, device)
+    t_fresh = _median_time(lambda: torch.empty(N, D, device=device).fill_(1.0), repeats, device)
+    return {"copy_gb_s": round(2 * x.numel() * 4 / t_copy / 1e9, 2),
+            "first_touch_ms": round(max(t_fresh - t_fill, 0.0) * 1e3, 3)}
+
+
+def bench_size(n_bags: int, max_len: int, D: int, device: str, repeats: int, variants: list[str], memory: bool) -> dict:
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(50, max_len, (n_bags,), generator=g).tolist()  # ragged, like slides
+    N, dtype = sum(lengths), torch.float32
+    h, s, o = make_inputs(lengths, D, device, dtype)
+    mem = memory_costs(N, D, device, repeats)
+    bound_ms = 3 * N * D * 4 / (mem["copy_gb_s"] * 1e9) * 1e3
+    rows = []
+    for name in variants:
+        reps = repeats if name in FAST_VARIANTS else max(2, repeats // 3)
+        t = time_variant(VARIANTS[name], h, s, o, device, reps)
+        row = {"variant": name, "median_ms": round(t * 1e3, 3), "repeats": reps}
+        if memory:
+            row["peak_extra_mib"] = round(peak_memory_mb(name, lengths, D, device, dtype), 1)
+        rows.append(row)
+        print(f"B={n_bags} N={N} D={D} {name:24s} {t * 1e3:9.2f} ms", flush=True)
+    anchor = next(r for r in rows if r["variant"] == "reference (index_add)")["median_ms"]
+    for r in rows:
+        r["time_vs_reference"] = round(r["median_ms"] / anchor, 3)
+        r["time_vs_bound"] = round(r["median_ms"] / bound_ms, 2)
+    return {"bags": n_bags, "D": D, "N": N, "lengths": lengths, **mem,
+            "bytes_moved": 3 * N * D * 4, "bound_ms": round(bound_ms, 3), "rows": rows}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="smaller problem, fewer repeats")
+    p.add_argument("--quick", action="store_true", help="smaller problems, fewer repeats")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--measure-rss", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.measure_rss:
         return _measure_rss(args.measure_rss)
     torch.set_num_threads(2)
-    g = torch.Generator().manual_seed(0)
-    n_bags, D = (8, 256) if args.quick else (16, 1024)
-    max_len = 2000 if args.quick else 8000
-    lengths = torch.randint(50, max_len, (n_bags,), generator=g).tolist()  # ragged, like slides
+    machine = f"{machine_note()}; {torch.get_num_threads()} torch threads"  # load read before anything runs
+    # (bags, max bag length, D); the last is the main size (issue 17)
+    sizes = [(8, 500, 128), (8, 2000, 256), (16, 2000, 512)] if args.quick else [(64, 500, 128), (16, 2000, 512), (16, 8000, 1024)]
     repeats = 5 if args.quick else 9
-    dtype = torch.float32
-    rows = []
-    h, s, o = make_inputs(lengths, D, args.device, dtype)
-    for name in VARIANTS:
-        t = time_variant(VARIANTS[name], h, s, o, args.device, repeats)
-        mem = peak_memory_mb(name, lengths, D, args.device, dtype)
-        rows.append({"variant": name, "median_ms": round(t * 1e3, 3), "peak_extra_mib": round(mem, 1)})
-        print(f"{name:24s} {t * 1e3:9.2f} ms  {mem:8.1f} MiB", flush=True)
-    anchor = next(r for r in rows if r["variant"] == "reference (index_add)")
-    for r in rows:
-        r["time_vs_reference"] = round(r["median_ms"] / anchor["median_ms"], 3)
-    backend = "triton" if args.device.startswith("cuda") else "torch reference (no GPU: auto falls back)"
+    results = [bench_size(b, L, D, args.device, repeats, list(FAST_VARIANTS) if i < len(sizes) - 1 else list(VARIANTS), i == len(sizes) - 1)
+               for i, (b, L, D) in enumerate(sizes)]
+    backend = "triton" if args.device.startswith("cuda") else f"numba from {NUMBA_MIN_ELEMENTS} elements of h (all sizes here)"
     result = {
-        "op": "mil_attention_pool (sigmoid), forward + backward",
+        "op": "mil_attention_pool (sigmoid), forward + backward, float32",
         "device": args.device,
         "fastmed_backend": backend,
-        "shape": {"bags": n_bags, "D": D, "N": sum(lengths), "lengths": lengths, "dtype": str(dtype)},
         "repeats": repeats,
-        "machine": f"{machine_note()}; {torch.get_num_threads()} torch threads",
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
-        "rows": rows,
+        "machine": machine,
+        "machine_after": machine_note(),
+        "versions": {"torch": torch.__version__, "numba": _numba_version(), "python": platform.python_version()},
+        "sizes": results,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "mil_pool.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [
         f"# mil_attention_pool — {result['op']}",
         "",
-        f"Device: {args.device} (fastmed backend: {backend}); bags={n_bags}, D={D}, N={sum(lengths)}, float32; "
-        f"median of {repeats} runs. {result['machine']}.",
+        f"Device: {args.device} (fastmed backend: {backend}); median of {repeats} runs (padded / loop: fewer). "
+        f"{machine}; after: {result['machine_after']}.",
         "",
-        "| variant | median ms | x reference | peak extra MiB |",
-        "|---|---|---|---|",
-    ] + [f"| {r['variant']} | {r['median_ms']:.2f} | {r['time_vs_reference']:.2f} | {r['peak_extra_mib']:.1f} |" for r in rows]
+        "Memory-bound estimate = 3·N·D·4 bytes (read h forward; read h, write grad_h backward) ÷ measured copy "
+        "bandwidth. First touch = page-fault cost of a fresh (N, D) grad_h, not in the estimate.",
+    ]
+    for r in results:
+        md += [
+            "",
+            f"## {r['bags']} bags, N={r['N']}, D={r['D']}: estimate {r['bound_ms']:.1f} ms "
+            f"({r['bytes_moved'] / 1e6:.0f} MB at {r['copy_gb_s']:.1f} GB/s); first touch of grad_h {r['first_touch_ms']:.1f} ms",
+            "",
+            "| variant | median ms | x reference | x memory-bound estimate |" + (" peak extra MiB |" if "peak_extra_mib" in r["rows"][0] else ""),
+            "|---|---|---|---|" + ("---|" if "peak_extra_mib" in r["rows"][0] else ""),
+        ] + [f"| {x['variant']} | {x['median_ms']:.2f} | {x['time_vs_reference']:.3f} | {x['time_vs_bound']:.2f} |"
+             + (f" {x['peak_extra_mib']:.1f} |" if "peak_extra_mib" in x else "") for x in r["rows"]]
     (RESULTS / "mil_pool.md").write_text("\n".join(md) + "\n")
     print(f"wrote {RESULTS / 'mil_pool.json'} and .md")
+
+
+def _numba_version() -> str:
+    import numba
+
+    return numba.__version__
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Every op has three layers (see docs/ARCHITECTURE.md §6): a readable PyTorch/NumPy
 ``reference``, a private Triton (or Numba) implementation, and the public
 function below, which validates its inputs and dispatches with
-``backend="auto"`` (Triton for CUDA tensors, the reference otherwise).
+``backend="auto"`` (Triton for CUDA tensors; on the CPU a Numba kernel where one
+is faster, the reference otherwise).
 
 Names are resolved lazily so that ``import fastmed.kernels`` never imports
 Triton, Numba or even the op modules until an op is used.

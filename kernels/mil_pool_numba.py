@@ -12,14 +12,16 @@ rows ``i``, weights ``w_i`` (sigmoid, or exp shifted by the bag max) and
 Each pass streams ``h`` once, row by row: the forward reads it, the backward
 reads it and writes ``dh`` — no ``(N, D)`` temporary, so both are memory-bound.
 Work is split into *items* of at most ``ROWS_PER_ITEM`` rows of one bag
-(``work_items``), taken by the threads dynamically; the forward writes one
-partial sum per item and adds them per bag afterwards (so long bags use every
-thread).  Sums are accumulated in float64; ``h`` and ``dh`` stay in the input
+(``work_items``), split evenly across Numba's threads (static schedule:
+dynamic chunks of one item made the OpenMP layer 40x slower when other jobs
+held the cores); the forward writes one partial sum per item and adds them per
+bag afterwards (so long bags use every thread). Threads: ``NUMBA_NUM_THREADS``
+or ``numba.set_num_threads``; on the shared 2-core machine one thread already
+reached the memory bandwidth (see ``benchmarks/results/mil_pool.md``).  Sums are accumulated in float64; ``h`` and ``dh`` stay in the input
 dtype (float32 or float64).
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 from numba import njit, prange
@@ -123,8 +125,7 @@ class MilPoolNumba(torch.autograd.Function):
         off = offsets.contiguous().numpy()
         items = work_items(off)
         w, den = attention_weights(scores.detach().to(torch.float64).contiguous().numpy(), off, softmax)
-        with numba.parallel_chunksize(1):  # items are taken dynamically (ragged bags, shared cores)
-            z = pool_forward(h.numpy(), w, den, items, off.shape[0] - 1)
+        z = pool_forward(h.numpy(), w, den, items, off.shape[0] - 1)
         ctx.softmax, ctx.scores_dtype = softmax, scores.dtype
         ctx.save_for_backward(h, *(torch.from_numpy(a) for a in (w, den, z, items)))
         return torch.from_numpy(z).to(h.dtype)
@@ -137,6 +138,5 @@ class MilPoolNumba(torch.autograd.Function):
         dh = dh_t.numpy()
         ds = np.empty(h.shape[0], np.float64)
         g = grad.detach().to(torch.float64).contiguous().numpy()
-        with numba.parallel_chunksize(1):
-            pool_backward(h, w, den, z, g, items, ctx.softmax, dh, ds)
+        pool_backward(h, w, den, z, g, items, ctx.softmax, dh, ds)
         return dh_t, torch.from_numpy(ds).to(ctx.scores_dtype), None, None
