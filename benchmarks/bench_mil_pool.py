@@ -4,7 +4,7 @@ Variants, all computing the same ``(B, D)`` pooled features and gradients:
 
 * ``fastmed`` – ``fastmed.kernels.mil_attention_pool`` with ``backend="auto"``
   (Triton on CUDA; on the CPU the Numba kernel at these sizes);
-* ``fastmed, 1 Numba thread`` – the same on one thread (CPU);
+* ``fastmed, 1 thread`` – the same with ``torch.set_num_threads(1)``;
 * ``reference (index_add)`` – the PyTorch segment implementation (anchor);
 * ``padded batch`` – bags padded to ``(B, L_max, D)`` with a mask, the usual
   way to batch ragged bags without a segment op (main size only: slow);
@@ -68,26 +68,24 @@ def loop_pool(h: torch.Tensor, scores: torch.Tensor, offsets: torch.Tensor) -> t
     return torch.stack(outs).to(h.dtype)
 
 
-def with_numba_threads(n_threads: int | None):
-    """``mil_attention_pool`` with Numba's thread count set first (None: all, Numba's default)."""
-    def pool(h: torch.Tensor, scores: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        import numba
+THREADS = 2  # torch threads of every variant (fastmed's Numba path runs on as many Python threads)
 
-        numba.set_num_threads(n_threads or numba.config.NUMBA_NUM_THREADS)  # stays set for the backward
-        return mil_attention_pool(h, scores, offsets)
 
-    return pool
+def one_thread_pool(h: torch.Tensor, scores: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """fastmed on one thread; the forward and the backward both run before time_variant restores THREADS."""
+    torch.set_num_threads(1)
+    return mil_attention_pool(h, scores, offsets)
 
 
 VARIANTS = {
-    "fastmed": with_numba_threads(None),
-    "fastmed, 1 Numba thread": with_numba_threads(1),
+    "fastmed": lambda h, s, o: mil_attention_pool(h, s, o),
+    "fastmed, 1 thread": one_thread_pool,
     "reference (index_add)": lambda h, s, o: mil_attention_pool_reference(h, s, o),
     "padded batch": padded_pool,
     "one bag per call": loop_pool,
 }
 
-FAST_VARIANTS = ("fastmed", "fastmed, 1 Numba thread", "reference (index_add)")  # run at every size
+FAST_VARIANTS = ("fastmed", "fastmed, 1 thread", "reference (index_add)")  # run at every size
 
 
 def make_inputs(lengths: list[int], D: int, device: str, dtype: torch.dtype, seed: int = 0):
@@ -112,6 +110,7 @@ def time_variant(fn, h, s, o, device: str, repeats: int) -> float:
         t0 = time.perf_counter()
         fn(h, s, o).backward(grad)
         _sync(device)
+        torch.set_num_threads(THREADS)  # undo one_thread_pool (outside the timed part)
         if i:  # first call warms up (Triton compile, allocator)
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
@@ -208,7 +207,7 @@ def main() -> None:
     args = p.parse_args()
     if args.measure_rss:
         return _measure_rss(args.measure_rss)
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     machine = f"{machine_note()}; {torch.get_num_threads()} torch threads"  # load read before anything runs
     # (bags, max bag length, D); the last is the main size (issue 17)
     sizes = [(8, 500, 128), (8, 2000, 256), (16, 2000, 512)] if args.quick else [(64, 500, 128), (16, 2000, 512), (16, 8000, 1024)]

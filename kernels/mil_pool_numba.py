@@ -12,19 +12,21 @@ rows ``i``, weights ``w_i`` (sigmoid, or exp shifted by the bag max) and
 Each pass streams ``h`` once, row by row: the forward reads it, the backward
 reads it and writes ``dh`` — no ``(N, D)`` temporary, so both are memory-bound.
 Work is split into *items* of at most ``ROWS_PER_ITEM`` rows of one bag
-(``work_items``), split evenly across Numba's threads (static schedule:
-dynamic chunks of one item made the OpenMP layer 40x slower when other jobs
-held the cores); the forward writes one partial sum per item and adds them per
-bag afterwards (so long bags use every thread). Threads: ``NUMBA_NUM_THREADS``
-or ``numba.set_num_threads``; on the shared 2-core machine one thread already
-reached the memory bandwidth (see ``benchmarks/results/mil_pool.md``).  Sums are accumulated in float64; ``h`` and ``dh`` stay in the input
+(``work_items``); ``torch.get_num_threads()`` Python threads each run the
+GIL-free kernel on a contiguous share of the items (``run_items``). Numba's
+own ``parallel=True`` (OpenMP layer) ran 2-8x slower than one thread whenever
+other jobs held the cores of the 2-core test machine; plain threads do not
+spin-wait.  The forward writes one partial sum per item and adds them per bag
+afterwards (``bag_means``), so long bags use every thread.  Sums are accumulated in float64; ``h`` and ``dh`` stay in the input
 dtype (float32 or float64).
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit
 
 # Rows per work item: enough to amortise scheduling, small enough to balance 16 ragged bags on 2+ threads.
 ROWS_PER_ITEM = 512
@@ -69,36 +71,35 @@ def attention_weights(scores, offsets, softmax):
     return w, den
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def pool_forward(h, w, den, items, n_bags):
-    """``z (B, D)`` float64 = per-bag weighted mean of ``h (N, D)`` rows with weights ``w (N,)``."""
-    n_items, dim = items.shape[0], h.shape[1]
-    partial = np.empty((n_items, dim), np.float64)
-    for k in prange(n_items):
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def forward_items(h, w, items, partial, first, last):
+    """``partial[k] = sum_i w_i h_i`` over the rows of items ``first..last-1`` (float64 ``(n_items, D)``)."""
+    dim = h.shape[1]
+    for k in range(first, last):
         acc = partial[k]
         acc[:] = 0.0
         for i in range(items[k, 1], items[k, 2]):
             wi = w[i]
             for d in range(dim):
                 acc[d] += wi * h[i, d]
-    z = np.zeros((n_bags, dim), np.float64)
-    for k in range(n_items):
+
+
+@njit(cache=True)
+def bag_means(partial, items, den):
+    """``z (B, D)`` float64: the items' partial sums added per bag, divided by ``den (B,)``."""
+    z = np.zeros((den.shape[0], partial.shape[1]), np.float64)
+    for k in range(items.shape[0]):
         z[items[k, 0]] += partial[k]
-    for b in range(n_bags):
+    for b in range(den.shape[0]):
         z[b] /= den[b]
     return z
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def pool_backward(h, w, den, z, g, items, softmax, dh, ds):
-    """Fill ``dh (N, D)`` and ``ds (N,)`` from the upstream gradient ``g (B, D)`` float64."""
-    n_bags, dim = z.shape
-    gz = np.empty(n_bags, np.float64)
-    for b in range(n_bags):
-        gz[b] = 0.0
-        for d in range(dim):
-            gz[b] += g[b, d] * z[b, d]
-    for k in prange(items.shape[0]):
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def backward_items(h, w, den, gz, g, items, softmax, dh, ds, first, last):
+    """``dh`` and ``ds`` rows of items ``first..last-1`` from ``g (B, D)`` and ``gz_b = g_b . z_b``."""
+    dim = h.shape[1]
+    for k in range(first, last):
         b = items[k, 0]
         gb = g[b]
         for i in range(items[k, 1], items[k, 2]):
@@ -109,6 +110,17 @@ def pool_backward(h, w, den, z, g, items, softmax, dh, ds):
                 dh[i, d] = a * gb[d]
             dw = (dot - gz[b]) / den[b]
             ds[i] = dw * w[i] if softmax else dw * w[i] * (1.0 - w[i])
+
+
+def run_items(kernel, n_items: int, *args) -> None:
+    """Call ``kernel(*args, first, last)`` on ``torch.get_num_threads()`` threads, each a contiguous share of items."""
+    n_parts = max(1, min(torch.get_num_threads(), n_items))
+    bounds = np.linspace(0, n_items, n_parts + 1).astype(np.int64)
+    if n_parts == 1:
+        kernel(*args, 0, n_items)
+        return
+    with ThreadPoolExecutor(n_parts) as pool:  # the kernels release the GIL
+        list(pool.map(lambda p: kernel(*args, int(bounds[p]), int(bounds[p + 1])), range(n_parts)))
 
 
 class MilPoolNumba(torch.autograd.Function):
@@ -125,7 +137,9 @@ class MilPoolNumba(torch.autograd.Function):
         off = offsets.contiguous().numpy()
         items = work_items(off)
         w, den = attention_weights(scores.detach().to(torch.float64).contiguous().numpy(), off, softmax)
-        z = pool_forward(h.numpy(), w, den, items, off.shape[0] - 1)
+        partial = np.empty((items.shape[0], h.shape[1]), np.float64)
+        run_items(forward_items, items.shape[0], h.numpy(), w, items, partial)
+        z = bag_means(partial, items, den)
         ctx.softmax, ctx.scores_dtype = softmax, scores.dtype
         ctx.save_for_backward(h, *(torch.from_numpy(a) for a in (w, den, z, items)))
         return torch.from_numpy(z).to(h.dtype)
@@ -138,5 +152,6 @@ class MilPoolNumba(torch.autograd.Function):
         dh = dh_t.numpy()
         ds = np.empty(h.shape[0], np.float64)
         g = grad.detach().to(torch.float64).contiguous().numpy()
-        pool_backward(h, w, den, z, g, items, ctx.softmax, dh, ds)
+        gz = (g * z).sum(1)
+        run_items(backward_items, items.shape[0], h, w, den, gz, g, items, ctx.softmax, dh, ds)
         return dh_t, torch.from_numpy(ds).to(ctx.scores_dtype), None, None

@@ -102,3 +102,15 @@ def test_numba_public_op_fp32_non_contiguous():
                          _values_and_grads(mil_attention_pool_reference, hv, sv, offsets, up, "sigmoid")):
         _assert_close_rel(got, want, 1e-5)
 
+
+
+def test_numba_two_threads_match_one():
+    h, s, offsets, up = _inputs([700, 1, 900, 3], 9, torch.float32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # the tests run with OMP_NUM_THREADS=1: exercise the threaded split too
+        two = _values_and_grads(_numba, h, s, offsets, up, "softmax")
+    finally:
+        torch.set_num_threads(before)
+    for got, want in zip(two, _values_and_grads(mil_attention_pool_reference, h, s, offsets, up, "softmax")):
+        _assert_close_rel(got, want, 1e-5)
