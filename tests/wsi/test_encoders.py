@@ -67,3 +67,22 @@ def test_weights_hash_identifies_the_encoder_as_used(tmp_path):
     with torch.no_grad():
         next(iter(b.parameters())).view(-1)[0] += 1e-7
     assert weights_sha256(b) != weights_sha256(a)
+
+
+def test_a_polyp_pretrain_checkpoint_becomes_the_wsi_encoder(synth_root, tmp_path):
+    """``polyp pretrain --arch resnet18`` → ``wsi features --encoder resnet18 --weights``: every trunk tensor arrives."""
+    import torch
+
+    from fastmed.cli import main
+    from fastmed.engine.checkpoint import load_checkpoint
+
+    out = tmp_path / "pre"
+    assert main(["polyp", "pretrain", "--data", str(synth_root / "polyp"), "--arch", "resnet18", "--epochs", "1",
+                 "--batch-size", "8", "--image-size", "32", "--out", str(out), "--progress", "false"]) == 0
+    trained = [v for k, v in load_checkpoint(out / "weights" / "best.pt")["model"].items() if not k.startswith("fc.")]
+    enc, dim = build_encoder("resnet18", weights=str(out / "weights" / "best.pt"))
+    own = list(enc.state_dict().values())
+    assert dim == 512 and len(own) == len(trained)
+    assert all(torch.equal(a, b) for a, b in zip(own, trained))
+    random = list(build_encoder("resnet18")[0].state_dict().values())
+    assert not torch.equal(random[0], trained[0])  # the random init differs: the weights file did the work
