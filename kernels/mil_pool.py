@@ -24,9 +24,10 @@ NORMALIZATIONS = ("sigmoid", "softmax")
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 BACKENDS = ("auto", "torch", "numba", "triton")
 # backend="auto" on the CPU: the Numba kernel from this many elements of h (N*D) on, the reference below.
-# Crossover, fwd+bwd on the 2-core CPU: at 8x256 rows x 64 the reference still won (0.35 vs 0.48 ms, Numba's
-# thread launch dominates), at 16x256 x 128 Numba did (1.2 vs 2.3 ms).
-NUMBA_MIN_ELEMENTS = 1 << 18
+# Crossover, fwd+bwd on the 2-core CPU (quiet): at 2^17 elements the reference won (8x256 rows x 64: 0.31 vs
+# 0.54 ms, Numba's fixed ~0.4 ms of thread hand-off dominates), at 2^18 either won, at 2^19 Numba did
+# (16x512 x 64: 0.60 vs 2.2 ms; 16x256 x 128: 0.85 vs 2.4 ms).
+NUMBA_MIN_ELEMENTS = 1 << 19
 
 
 def bag_offsets(lengths: torch.Tensor | list[int]) -> torch.Tensor:
