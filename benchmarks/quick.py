@@ -8,6 +8,8 @@ script, run by ``make test-all``) writes into a fresh temporary folder unless
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,3 +35,12 @@ def results_folder(args: argparse.Namespace, name: str) -> Path:
         raise SystemExit(f"--quick does not write into {RESULTS} (its numbers are smoke-test sized); give another --out")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def write_results(folder: Path, stem: str, res: dict, markdown: str, work: Path, keep: bool) -> None:
+    """Write ``stem.json`` and ``stem.md`` into ``folder``, say where, and remove ``work`` unless ``keep``."""
+    (folder / f"{stem}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (folder / f"{stem}.md").write_text(markdown)
+    print(f"wrote {folder / stem}.json and .md; work folder {work}" + ("" if keep else " (removed)"))
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import statistics
 import tempfile
 import time
@@ -38,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from machine_note import machine_note  # benchmarks/machine_note.py
-from quick import add_quick_options, results_folder  # benchmarks/quick.py (this folder is on sys.path)
+from quick import add_quick_options, results_folder, write_results  # benchmarks/quick.py (this folder is on sys.path)
 
 from fastmed.cfg.wsi import WsiTrainConfig
 from fastmed.data.split import stratified_split
@@ -188,11 +187,7 @@ def main() -> None:
     heat.mkdir(exist_ok=True)
     render_slide(example, predict_bags(task.model, [example], torch.device("cpu"))[0], heat, None, None, 1024, 0.5, 0.5)
     save_preview(heat / f"{example.slide_id}_overview.png", results / "wsi_heatmap_example.png")
-    (results / "wsi_evidence.json").write_text(json.dumps(res, indent=2) + "\n")
-    (results / "wsi_evidence.md").write_text(render_md(res))
-    print(f"wrote {results / 'wsi_evidence.json'} and .md; work folder {work}")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
+    write_results(results, "wsi_evidence", res, render_md(res), work, keep=bool(args.keep))
 
 
 def render_md(res: dict) -> str:

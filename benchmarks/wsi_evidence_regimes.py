@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import shutil
 import statistics
 import tempfile
 import time
@@ -39,7 +37,7 @@ import numpy as np
 import torch
 from machine_note import machine_note  # benchmarks/machine_note.py
 from PIL import Image
-from quick import add_quick_options, results_folder  # benchmarks/quick.py (this folder is on sys.path)
+from quick import add_quick_options, results_folder, write_results  # benchmarks/quick.py (this folder is on sys.path)
 from wsi_evidence import fit, split, train_cfg  # benchmarks/wsi_evidence.py
 
 from fastmed.data.synthetic.slides import make_slides
@@ -152,11 +150,7 @@ def main() -> None:
                "combined_minus_attention_debris_share": paired(runs, "debris_share_combined", "debris_share_attention")}
         res["rows"].append(row)
         print(name, row["mean"], flush=True)
-    (results / "wsi_evidence_regimes.json").write_text(json.dumps(res, indent=2) + "\n")
-    (results / "wsi_evidence_regimes.md").write_text(render_md(res))
-    print(f"wrote {results / 'wsi_evidence_regimes.json'} and .md; work folder {work}")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
+    write_results(results, "wsi_evidence_regimes", res, render_md(res), work, keep=bool(args.keep))
 
 
 def render_md(res: dict) -> str:
