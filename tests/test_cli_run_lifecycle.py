@@ -1,7 +1,6 @@
 """Every trainer's run lifecycle from the command line: refusing a run folder in use, resume checks, Ctrl-C, bad numbers."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
