@@ -38,6 +38,14 @@ from fastmed.engine.run_dir import RunDir
 from fastmed.errors import FastmedError, RunInterrupted
 
 
+def improves(value: float | None, best: float | None, mode: str) -> bool:
+    """Whether a monitored ``value`` replaces ``best`` (strictly higher for ``"max"``, lower for ``"min"``;
+    a missing or NaN value never does). The one rule that picks best.pt and the summary's best epoch."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return best is None or (value > best if mode == "max" else value < best)
+
+
 class TrainTask(Protocol):
     """What a task gives the fit loop."""
 
@@ -74,13 +82,6 @@ class FitLoop:
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.run, self.epochs, self.monitor, self.mode = run, epochs, monitor, mode
         self.show_progress, self.title, self.config = show_progress, title, config
-
-    def _better(self, value: float, best: float | None) -> bool:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return False
-        if best is None:
-            return True
-        return value > best if self.mode == "max" else value < best
 
     def fit(self, task: TrainTask, resume: bool = False) -> list[dict[str, Any]]:
         """Train; return the metric records of all epochs (resumed ones included)."""
@@ -130,7 +131,7 @@ class FitLoop:
             self.run.log_metrics(record)
             ckpt = task.checkpoint()
             value = record.get(self.monitor) if self.monitor else None
-            improved = self.monitor is None or self._better(value, best)
+            improved = self.monitor is None or improves(value, best, self.mode)
             if improved and value is not None:
                 best = value
             ckpt["meta"] = {**ckpt.get("meta", {}), "epoch": epoch, "metrics": record}

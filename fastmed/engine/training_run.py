@@ -25,7 +25,6 @@ use the returned summary instead of reading the run folder back.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 
 from fastmed.engine.atomic import atomic_write_json
 from fastmed.engine.device import select_device
-from fastmed.engine.fit import FitLoop, TrainTask
+from fastmed.engine.fit import FitLoop, TrainTask, improves
 from fastmed.engine.run_dir import RunDir, holds_run, pick_run_dir
 from fastmed.engine.seed import seed_everything
 from fastmed.errors import FastmedError
@@ -74,10 +73,7 @@ def summarize(run: Path, history: list[dict[str, Any]], monitor: str | None, mod
     """
     best_rec: dict[str, Any] | None = history[-1] if history and monitor is None else None
     for rec in history if monitor else []:
-        value = rec.get(monitor)
-        if value is None or math.isnan(value):
-            continue
-        if best_rec is None or (value > best_rec[monitor] if mode == "max" else value < best_rec[monitor]):
+        if improves(rec.get(monitor), best_rec[monitor] if best_rec else None, mode):
             best_rec = rec
     shown = best_rec or (history[-1] if history else {})
     return RunSummary(
