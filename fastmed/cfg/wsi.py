@@ -19,7 +19,25 @@ def _positive(cfg, *names: str) -> None:
 
 
 @dataclass(kw_only=True)
-class WsiTileConfig:
+class JobOptions:
+    """Options of the batch jobs over slides that several processes or Slurm tasks share (``fastmed.wsi.shard``)."""
+
+    shard: str | None = opt(None, "K/N: this job takes every N-th slide (sorted ids) from the K-th (default: "
+                            "SLURM_ARRAY_TASK_ID/COUNT, else RANK/WORLD_SIZE, else 0/1 = all)")
+    claim: bool = opt(False, "take each slide through a lock file in OUT/.locks first (jobs on a shared filesystem "
+                      "balance uneven shards; a failed slide's lock is kept)")
+    stale_lock_hours: float | None = opt(None, "first remove locks older than this many hours (jobs that died; 0 = all)")
+    overwrite: bool = opt(False, "redo slides whose .h5 exists (default: resume, skip them)")
+
+    def validate(self) -> None:
+        if self.claim and self.overwrite:
+            raise ConfigError("options --claim and --overwrite exclude each other: claiming jobs skip finished slides")
+        if self.stale_lock_hours is not None and not self.stale_lock_hours >= 0:
+            raise ConfigError(f"option --stale-lock-hours must be >= 0, got {self.stale_lock_hours}")
+
+
+@dataclass(kw_only=True)
+class WsiTileConfig(JobOptions):
     slides: str = opt(help="folder of slides (any format OpenSlide reads: .svs .tif .ndpi .mrxs .scn .dcm ...)")
     out: str = opt(help="output folder: <slide_id>.h5 per slide, masks/<slide_id>.png, errors.csv, tiling.json")
     annotations: str | None = opt(None, "folder of <slide_id>.geojson / .xml region annotations (default: SLIDES/annotations)")
@@ -43,10 +61,10 @@ class WsiTileConfig:
                                      "annotation classes that are not positive regions")
     verify: bool = opt(False, "read every tile once (finds corrupt tiles; slower)")
     workers: int = opt(2, "slides processed in parallel (processes)")
-    overwrite: bool = opt(False, "redo slides whose .h5 exists (default: resume, skip them)")
     progress: bool = opt(True, "show progress bars")
 
     def validate(self) -> None:
+        super().validate()
         _positive(self, "patch_size", "mpp", "assume_mpp", "step", "mask_downsample")
         if not 0 <= self.min_tissue <= 1:
             raise ConfigError(f"option --min-tissue must be in [0, 1], got {self.min_tissue}")
@@ -57,7 +75,7 @@ class WsiTileConfig:
 
 
 @dataclass(kw_only=True)
-class WsiFeaturesConfig:
+class WsiFeaturesConfig(JobOptions):
     tiles: str = opt(help="folder written by `fastmed wsi tile`")
     out: str = opt(help="output folder: <slide_id>.h5 with features, errors.csv, features.json")
     encoder: str = opt("resnet50_l3", "resnet50_l3 (ResNet-50 up to layer3, 1024 features), tiny (fast, 64), "
@@ -69,10 +87,12 @@ class WsiFeaturesConfig:
     workers: int = opt(0, "DataLoader processes reading patches (0 = main process)")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
     seed: int = opt(0, "seed of the encoder's random init")
-    overwrite: bool = opt(False, "redo slides whose .h5 exists (default: resume, skip them)")
+    dtype: str = opt("float32", "stored feature type: float16 halves the files and what `wsi train` streams",
+                     ("float32", "float16"))
     progress: bool = opt(True, "show progress bars")
 
     def validate(self) -> None:
+        super().validate()
         _positive(self, "batch_size")
 
 
@@ -135,11 +155,20 @@ class WsiHeatmapConfig(PredictOptions):  # deterministic: no --seed
     progress: bool = opt(True, "show a progress bar over the slides")
 
 
+@dataclass(kw_only=True)
+class WsiStatusConfig:
+    folder: str = opt(help="output folder of `fastmed wsi tile` or `fastmed wsi features` (all its jobs' reports)")
+    source: str | None = opt(None, "the slides (tiling) or tiles (features) folder (default: the one the reports name)")
+    list_pending: bool = opt(False, "also list the pending slides")
+
+
 COMMANDS = [
     Command("wsi", "tile", WsiTileConfig, "fastmed.wsi.tile:run_tile",
             "detect tissue and tile slides into patch coordinates (+ patch labels from annotations), one .h5 per slide"),
     Command("wsi", "features", WsiFeaturesConfig, "fastmed.wsi.features:run_features",
             "encode every patch with a frozen CNN, cached per slide"),
+    Command("wsi", "status", WsiStatusConfig, "fastmed.wsi.status:run_status",
+            "done / failed / running / pending slides of a tile or features folder (every job's report)"),
     Command("wsi", "train", WsiTrainConfig, "fastmed.wsi.train:run_train",
             "train the attention-MIL slide classifier (four losses, several slides per step)"),
     Command("wsi", "predict", WsiPredictConfig, "fastmed.wsi.predict:run_predict",

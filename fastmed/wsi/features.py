@@ -8,7 +8,9 @@ outputs are kept (resume) when they come from the same encoder (name and
 weights hash, which a random init's seed determines); outputs of another
 encoder are refused, since one folder must never mix them (``--overwrite``
 re-extracts every slide). A slide that fails is skipped and reported in
-``<out>/errors.csv``.
+``<out>/errors.csv``. Several jobs split the slides with ``shard`` / ``claim``
+(``fastmed.wsi.shard``), each writing its own report. Features are stored as
+float32, or float16 (``dtype``: half the disk and streaming I/O of ``wsi train``).
 """
 from __future__ import annotations
 
@@ -26,7 +28,9 @@ from fastmed.errors import DataError
 from fastmed.wsi.batch_report import batch_exit_status, write_report
 from fastmed.wsi.encoders import build_encoder, describe_encoder, encoder_identity, weights_sha256
 from fastmed.wsi.patch_file import PatchSet, list_patch_files, read_patch_file, write_patch_file
+from fastmed.wsi.shard import Shard, SlideLocks, job_note, report_tag, run_slide, start_job
 from fastmed.wsi.slide_io import PatchGeometry, open_slide, read_patch
+from fastmed.wsi.status import reported_failures
 
 
 class SlidePatches(torch.utils.data.Dataset):
@@ -56,8 +60,9 @@ def geometry_of(ps: PatchSet) -> PatchGeometry:
 
 @torch.no_grad()
 def encode_slide(tile_file: Path, out_file: Path, encoder: torch.nn.Module, enc_attrs: dict[str, Any], device: torch.device,
-                 batch_size: int, workers: int, slides_dir: Path | None, show_progress: bool) -> dict[str, Any]:
-    """Encode one slide's patches; write ``out_file``; return a summary row."""
+                 batch_size: int, workers: int, slides_dir: Path | None, show_progress: bool,
+                 dtype: str = "float32") -> dict[str, Any]:
+    """Encode one slide's patches; write ``out_file`` (features stored as ``dtype``); return a summary row."""
     t0 = time.perf_counter()
     ps = read_patch_file(tile_file)
     slide_path = str(ps.attrs["slide_path"])
@@ -74,7 +79,7 @@ def encode_slide(tile_file: Path, out_file: Path, encoder: torch.nn.Module, enc_
         feats.append(encoder(x).float().cpu())
     dim = enc_attrs["feature_dim"]
     features = torch.cat(feats).numpy() if feats else np.zeros((0, dim), np.float32)
-    ps.features = features
+    ps.features = features.astype(dtype)
     ps.attrs = {**ps.attrs, **enc_attrs, "slide_path": slide_path}
     write_patch_file(out_file, ps)
     secs = time.perf_counter() - t0
@@ -93,8 +98,9 @@ def check_resumable(existing: list[Path], enc_attrs: dict[str, Any]) -> None:
 
 def extract_features(tiles: str | Path, out: str | Path, encoder_name: str = "resnet50_l3", weights: str | None = None,
                      device: str = "auto", batch_size: int = 64, workers: int = 0, slides: str | Path | None = None,
-                     overwrite: bool = False, seed: int = 0, show_progress: bool = True) -> dict[str, Any]:
-    """Encode all tiled slides in ``tiles``; return the summary (also ``out/features.json``)."""
+                     overwrite: bool = False, seed: int = 0, show_progress: bool = True, shard: Shard = Shard(),
+                     claim: bool = False, dtype: str = "float32") -> dict[str, Any]:
+    """Encode the tiled slides of ``tiles`` in ``shard``; return the summary (also ``out/features[.tag].json``)."""
     tiles, out = Path(tiles), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = select_device(device)
@@ -103,31 +109,40 @@ def extract_features(tiles: str | Path, out: str | Path, encoder_name: str = "re
                  "encoder_sha256": weights_sha256(encoder)}
     encoder.to(dev)
     files = list_patch_files(tiles)
+    mine = shard.select([f.stem for f in files])
+    files = [f for f in files if f.stem in mine]
     if not overwrite:
         check_resumable([out / f.name for f in files if (out / f.name).exists()], enc_attrs)
     todo = [f for f in files if overwrite or not (out / f.name).exists()]
+    locks = SlideLocks(out) if claim else None
     done, failed = [], []
     t0 = time.perf_counter()
     for f in progress(todo, desc="features", enabled=show_progress):
-        try:
-            done.append(encode_slide(f, out / f.name, encoder, enc_attrs, dev, batch_size, workers,
-                                     Path(slides) if slides else None, show_progress))
-        except Exception as exc:  # noqa: BLE001 - one bad slide is reported, the rest go on
-            failed.append((f.stem, f"{type(exc).__name__}: {exc}".replace("\n", " ")))
+        row, err = run_slide(f.stem, out / f.name, lambda: encode_slide(f, out / f.name, encoder, enc_attrs, dev, batch_size, workers,
+                                                                          Path(slides) if slides else None, show_progress, dtype), locks)
+        if row is not None:
+            done.append(row)
+        elif err is not None:
+            failed.append((f.stem, err))
     wall = time.perf_counter() - t0
     n = sum(r["patches"] for r in done)
-    summary = {"encoder": encoder_name, "feature_dim": dim, "weights": weights or "random init (seeded)",
-               "slides_found": len(files), "skipped_existing": len(files) - len(todo), "patches": n,
-               "wall_s": round(wall, 3), "patches_per_s": round(n / wall, 1) if wall > 0 else None}
-    write_report(out, "features", done, failed, summary)
-    return {**summary, "n_ok": len(done), "n_failed": len(failed), "failed": failed}
+    summary = {"source": str(tiles.resolve()), "shard": str(shard), "claim": claim, "encoder": encoder_name,
+               "feature_dim": dim, "dtype": dtype, "weights": weights or "random init (seeded)", "slides_found": len(files),
+               "skipped_existing": len(files) - len(todo), "taken_by_other_jobs": len(todo) - len(done) - len(failed),
+               "tiling_failed": len(reported_failures(tiles, "tiling")),
+               "patches": n, "wall_s": round(wall, 3), "patches_per_s": round(n / wall, 1) if wall > 0 else None}
+    errors_csv = write_report(out, "features", done, failed, summary, report_tag(shard, claim))
+    return {**summary, "n_ok": len(done), "n_failed": len(failed), "failed": failed, "errors_csv": errors_csv}
 
 
 def run_features(cfg) -> int:
     """CLI runner of ``fastmed wsi features``."""
     torch.manual_seed(cfg.seed)
+    shard = start_job(cfg)
     res = extract_features(cfg.tiles, cfg.out, cfg.encoder, cfg.weights, cfg.device, cfg.batch_size, cfg.workers,
-                           cfg.slides, cfg.overwrite, cfg.seed, cfg.progress)
+                           cfg.slides, cfg.overwrite, cfg.seed, cfg.progress, shard, cfg.claim, cfg.dtype)
     print(f"encoded {res['n_ok']} slide(s), {res['patches']} patches with {res['encoder']} ({res['feature_dim']} features, "
-          f"{res['weights']}) in {res['wall_s']:.1f} s; {res['skipped_existing']} already done; output: {cfg.out}")
-    return batch_exit_status(res, Path(cfg.out))
+          f"{res['weights']}) in {res['wall_s']:.1f} s; {res['skipped_existing']} already done{job_note(res)}; output: {cfg.out}")
+    if res["tiling_failed"]:
+        print(f"  note: {res['tiling_failed']} slide(s) failed tiling and have no tiles (see {cfg.tiles}/errors*.csv)")
+    return batch_exit_status(res)

@@ -125,7 +125,7 @@ def run_heatmap(cfg) -> int:
         except Exception as exc:  # noqa: BLE001 - one bad slide is reported, the rest go on
             msg = str(exc) if isinstance(exc, FastmedError) else f"{type(exc).__name__}: {exc}"
             failed.append((bag.slide_id, msg.replace("\n", " ")))
-    write_report(out, "heatmaps", done, failed, {"weights": cfg.weights, "features": cfg.features})
+    errors_csv = write_report(out, "heatmaps", done, failed, {"weights": cfg.weights, "features": cfg.features})
     print(f"heatmaps of {len(done)} slide(s) in {out} (<slide>_attention|patch|combined|overview.png, <slide>_positive.geojson)")
-    print_failures(failed, out)
+    print_failures(failed, errors_csv)
     return 0 if done or not failed else 1

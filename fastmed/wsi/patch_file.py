@@ -3,7 +3,7 @@
 Datasets: ``coords (T, 2)`` int64 level-0 top-left (x, y); ``tissue (T,)``
 float32 tissue fraction; ``label_fraction (T,)`` float32 fraction of the patch
 inside annotated regions (only when the slide has annotations); ``features
-(T, D)`` float32 (feature files only). Attributes: ``slide_id``,
+(T, D)`` float32 or float16 (feature files only; ``wsi features --dtype``). Attributes: ``slide_id``,
 ``slide_path``, ``level``, ``downsample``, ``read_size``, ``patch_size``,
 ``size0``, ``mpp``, ``mode``, ``width``, ``height`` (+ ``encoder`` ... in
 feature files). Files are written to a temporary name and renamed, so an
@@ -53,7 +53,8 @@ def write_patch_file(path: str | os.PathLike, ps: PatchSet) -> Path:
             for name in ("tissue", "label_fraction", "features"):
                 value = getattr(ps, name)
                 if value is not None:
-                    f.create_dataset(name, data=np.asarray(value, np.float32))
+                    keep_half = name == "features" and np.asarray(value).dtype == np.float16
+                    f.create_dataset(name, data=np.asarray(value, np.float16 if keep_half else np.float32))
             for name, value in ps.extra.items():
                 f.create_dataset(name, data=value)
             for k, v in ps.attrs.items():

@@ -7,6 +7,8 @@ finish. Existing ``<out>/<slide_id>.h5`` files are kept unless ``overwrite``
 Slides whose ids clash (``s.tif`` / ``s.tiff``) are refused and reported
 (``slide_io.unique_slides``); annotation regions outside their slide and
 low tissue are warned about (``warnings`` of the summary, printed).
+Several jobs split a folder with ``shard`` / ``claim`` (``fastmed.wsi.shard``);
+each writes its own report.
 """
 from __future__ import annotations
 
@@ -19,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from fastmed.engine.progress import progress
-from fastmed.errors import DataError
 from fastmed.wsi.annotations import (DEFAULT_EXCLUDE, find_annotation, outside_slide_warning, positive_regions, rasterize,
                                      read_annotations)
 from fastmed.wsi.batch_report import batch_exit_status, write_report
 from fastmed.wsi.patch_file import PatchSet, write_patch_file
+from fastmed.wsi.shard import Shard, SlideLocks, job_note, report_tag, run_slide, start_job
 from fastmed.wsi.slide_io import (find_slides, level_for_downsample, open_slide, patch_geometry, read_level, read_patch, slide_id,
                                   unique_slides)
 from fastmed.wsi.tiling import coverage, grid_coords
@@ -111,23 +113,24 @@ def _save_mask_png(path: Path, thumb: np.ndarray, mask: np.ndarray, coords: np.n
     pil.save(path, compress_level=1)  # noisy tissue texture: fast zlib level
 
 
-def _safe_tile(path: Path, out: Path, annotations: Path | None, opts: TileOptions) -> tuple[dict[str, Any] | None, str | None]:
-    """``tile_slide`` that returns the error text instead of raising (one bad slide never stops a batch)."""
-    try:
-        return tile_slide(path, out, annotations, opts), None
-    except Exception as exc:  # noqa: BLE001 - any failure of one slide is reported, not fatal
-        msg = str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"
-        return None, msg.replace("\n", " ")
+def _run_tile(path: Path, out: Path, annotations: Path | None, opts: TileOptions,
+              claim: bool) -> tuple[dict[str, Any] | None, str | None]:
+    """``tile_slide`` through ``run_slide``: the error text instead of raising; ``(None, None)`` when another job has it."""
+    sid = slide_id(path)
+    return run_slide(sid, out / f"{sid}.h5", lambda: tile_slide(path, out, annotations, opts), SlideLocks(out) if claim else None)
 
 
 def tile_folder(slides: str | Path, out: str | Path, opts: TileOptions, annotations: str | Path | None = None,
-                workers: int = 2, overwrite: bool = False, show_progress: bool = True) -> dict[str, Any]:
-    """Tile every slide in ``slides``; return the summary (also written to ``out/tiling.json``)."""
+                workers: int = 2, overwrite: bool = False, show_progress: bool = True, shard: Shard = Shard(),
+                claim: bool = False) -> dict[str, Any]:
+    """Tile the slides of ``slides`` in ``shard``; return the summary (also ``out/tiling[.tag].json``)."""
     slides, out = Path(slides), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if annotations is None and (slides / "annotations").is_dir():
         annotations = slides / "annotations"
     paths = find_slides(slides)
+    mine = shard.select([slide_id(p).casefold() for p in paths])  # by case-folded id: a clash stays in one shard
+    paths = [p for p in paths if slide_id(p).casefold() in mine]
     usable, failed = unique_slides(paths)  # clashing or unusable slide ids are reported, never tiled
     todo = [p for p in usable if overwrite or not (out / f"{slide_id(p)}.h5").exists()]
     done: list[dict[str, Any]] = []
@@ -135,26 +138,33 @@ def tile_folder(slides: str | Path, out: str | Path, opts: TileOptions, annotati
     ann = Path(annotations) if annotations else None
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(_safe_tile, p, out, ann, opts): p for p in todo}
+            futures = {pool.submit(_run_tile, p, out, ann, opts, claim): p for p in todo}
             for fut in progress(as_completed(futures), desc="tile", total=len(futures), enabled=show_progress):
                 _collect(futures[fut], *fut.result(), done, failed)
     else:
         for p in progress(todo, desc="tile", enabled=show_progress):
-            _collect(p, *_safe_tile(p, out, ann, opts), done, failed)
+            _collect(p, *_run_tile(p, out, ann, opts, claim), done, failed)
     wall = time.perf_counter() - t0
     tiles = sum(r["tiles"] for r in done)
-    summary = {"slides_found": len(paths), "skipped_existing": len(usable) - len(todo), "tiles": tiles,
-               "wall_s": round(wall, 3), "tiles_per_s": round(tiles / wall, 1) if wall > 0 else None,
+    summary = {"source": str(slides.resolve()), "shard": str(shard), "claim": claim, "slides_found": len(paths),
+               "skipped_existing": len(usable) - len(todo), "taken_by_other_jobs": len(todo) - len(done) - _n_run_failed(failed, todo),
+               "tiles": tiles, "wall_s": round(wall, 3), "tiles_per_s": round(tiles / wall, 1) if wall > 0 else None,
                "mode": opts.mode, "patch_size": opts.patch_size, "mpp": opts.mpp, "verify": opts.verify}
-    write_report(out, "tiling", sorted(done, key=lambda r: r["slide"]), sorted(failed), summary)
-    return {**summary, "n_ok": len(done), "n_failed": len(failed), "failed": failed,
+    errors_csv = write_report(out, "tiling", sorted(done, key=lambda r: r["slide"]), sorted(failed), summary, report_tag(shard, claim))
+    return {**summary, "n_ok": len(done), "n_failed": len(failed), "failed": failed, "errors_csv": errors_csv,
             "warnings": [f"{r['slide']}: {w}" for r in done for w in (r["tissue_warning"], r["annotation_warning"]) if w]}
 
 
+def _n_run_failed(failed: list[tuple[str, str]], todo: list[Path]) -> int:
+    """How many of ``todo`` failed (``failed`` also holds the slides refused before tiling)."""
+    names = {p.name for p in todo}
+    return sum(name in names for name, _ in failed)
+
+
 def _collect(path: Path, row, err, done: list, failed: list) -> None:
-    if err is None:
+    if row is not None:
         done.append(row)
-    else:
+    elif err is not None:
         failed.append((path.name, err))
 
 
@@ -165,9 +175,10 @@ def run_tile(cfg) -> int:
                        min_tissue=cfg.min_tissue, mask_downsample=cfg.mask_downsample, tissue=tissue,
                        min_tissue_patches=cfg.min_tissue_patches, max_hole_patches=cfg.max_hole_patches,
                        exclude_classes=tuple(cfg.exclude_classes), verify=cfg.verify)
-    res = tile_folder(cfg.slides, cfg.out, opts, cfg.annotations, cfg.workers, cfg.overwrite, cfg.progress)
+    shard = start_job(cfg)
+    res = tile_folder(cfg.slides, cfg.out, opts, cfg.annotations, cfg.workers, cfg.overwrite, cfg.progress, shard, cfg.claim)
     print(f"tiled {res['n_ok']} slide(s), {res['tiles']} tiles in {res['wall_s']:.1f} s "
-          f"({res['tiles_per_s']} tiles/s); {res['skipped_existing']} already done; output: {cfg.out}")
+          f"({res['tiles_per_s']} tiles/s); {res['skipped_existing']} already done{job_note(res)}; output: {cfg.out}")
     for line in res["warnings"]:
         print(f"  warning: {line}")
-    return batch_exit_status(res, Path(cfg.out))
+    return batch_exit_status(res)

@@ -54,7 +54,8 @@ DYNAMIC = [
                            "--max-frames", "3", "--save-video", "{tmp}/p2.mp4", "--out", "{tmp}/p2", "--device", "cpu"]),
 ]
 # the two `predict` runs cover its image and stream modes together
-STATIC = {"export", "bench", "demo", "synth", "wsi tile", "wsi features", "wsi train", "wsi predict", "wsi heatmap"}
+STATIC = {"export", "bench", "demo", "synth", "wsi tile", "wsi features", "wsi train", "wsi predict", "wsi heatmap",
+          "wsi status"}
 
 
 def _command(name: str) -> Command:
