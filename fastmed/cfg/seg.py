@@ -57,13 +57,19 @@ class SegReweightConfig(SegTrainOptions):
     tau: int = opt(5, "update the weights every tau steps")
     beta: float = opt(0.2, "weight step size (per update, in units of the normalized dot product)")
     update_rule: str = opt("centered", "gamma step from d_k = g_S.g_k: raw (beta*d_k), scaled (beta*d_k/mean|d|), "
-                           "centered (beta*(d_k - mean d)/mean|d_k - mean d|: agreement relative to the pool)",
-                           choices=("raw", "scaled", "centered"))
+                           "centered (beta*(d_k - mean d)/mean|d_k - mean d|: agreement relative to the pool), "
+                           "ratio (beta*clip(d_k/median d - 1/2, -1, 1): lowered only below half the pool's median agreement)",
+                           choices=("raw", "scaled", "centered", "ratio"))
     gamma_loss: str = opt("dice", "per-image loss whose gradients g_S, g_k are compared: dice (soft Dice) | seg (BCE + Dice)",
                           choices=("dice", "seg"))
     pool_size: int = opt(0, "rough images re-weighted per update (0 = all)")
     exact_batch: int = opt(8, "exact images in the batch that gives g_S")
     mixing: bool = opt(True, "mixed images + main/auxiliary models with cross pseudo-labels")
+    mix_regions: str = opt("split", "which model learns which region of a mixed image: split (the first image's region "
+                           "trains the main model, the second's the auxiliary) | both (each model learns both)",
+                           choices=("split", "both"))
+    oracle_gamma: bool = opt(False, "diagnostic upper bound: fix gamma to 0 for the rough masks meta.csv marks "
+                             "rough_wrong and 1 for the rest (no updates)")
     lam: float = opt(0.5, "weight lambda of the cross pseudo-label loss r_ij")
 
     def validate(self) -> None:
@@ -88,10 +94,13 @@ class SegContourConfig(SegTrainOptions, TrainOptions):
     corr_weight: float = opt(1.0, "weight of the correlation regression (first difference); 0 = mask loss only")
     mask_weight: float = opt(1.0, "weight of the mask loss BCE + Dice (second difference)")
     corr_loss: str = opt("mse", "correlation regression loss", choices=("mse", "l1"))
+    object_slots: int = opt(0, "per-object maps: K slots, each an object's mask and correlation map, matched to the "
+                               "outlines per image (Hungarian); separates touching objects. 0 = fused maps only")
 
     def validate(self) -> None:
         super().validate()
         at_least(self, -1, "n_train")
+        at_least(self, 0, "object_slots")
         if not (self.sigma_dist > 0 and self.sigma_int > 0):
             raise ConfigError(f"options --sigma-dist and --sigma-int must be > 0, got {self.sigma_dist} and {self.sigma_int}")
         at_least(self, 0, "corr_weight", "mask_weight")

@@ -101,3 +101,55 @@ def test_augmentation_moves_image_mask_and_map_together(synth_root):
                     return y.flip(2) if flip else y
                 matches.append(all(torch.equal(t(p[key]), a[key]) for key in ("image", "mask", "corr")))
         assert any(matches)
+
+
+@pytest.fixture(scope="module")
+def imprecise_sets(tmp_path_factory):
+    """The same 10 images with exact outlines and with outlines simplified to 16 vertices, jittered by 3 px."""
+    from fastmed.data.synthetic.seg import make_seg_dataset
+
+    root = tmp_path_factory.mktemp("imprecise")
+    kw = {"counts": {"train": 10}, "seed": 5, "size": 48, "max_objects": 1, "touching": 0.5}
+    return (make_seg_dataset(root / "exact", **kw) / "train",
+            make_seg_dataset(root / "jitter", contour_vertices=16, contour_jitter=3.0, **kw) / "train")
+
+
+def test_imprecise_contours_keep_exact_masks_and_touching_pairs(imprecise_sets):
+    from fastmed.data.synthetic.seg import surface_distance
+    from scipy import ndimage
+
+    exact, jitter = (scan_seg_split(p) for p in imprecise_sets)
+    errors = []
+    for e, j in zip(exact.items, jitter.items):
+        np.testing.assert_array_equal(read_mask(e.image), read_mask(j.image))
+        np.testing.assert_array_equal(read_mask(e.mask), read_mask(j.mask))
+        filled_exact = contour_labels(e, 48, CorrelationParams()).filled.any(0)
+        filled_jitter = contour_labels(j, 48, CorrelationParams()).filled.any(0)
+        # exact outlines fill the mask (up to a pixel whose centre the 3-decimal GeoJSON rounding moved across)
+        assert (filled_exact != (read_mask(e.mask) > 0)).sum() <= 2
+        assert float(j.meta["contour_error_px"]) == pytest.approx(surface_distance(filled_jitter, read_mask(j.mask) > 0), abs=2e-3)
+        assert e.meta["contour_error_px"] == "0.0"
+        errors.append(float(j.meta["contour_error_px"]))
+        inst = read_mask(e.instances)
+        if e.meta["touching"] == "1":
+            assert e.meta["n_objects"] == "2"
+            # the two objects share a border: object 1 dilated by one pixel reaches object 2
+            assert (ndimage.binary_dilation(inst == 1) & (inst == 2)).any()
+    assert 0.8 < np.mean(errors) < 3.0  # 3 px of radial vertex jitter (clipped at 7.5 px) moved the outlines
+    assert 2 <= sum(it.meta["touching"] == "1" for it in exact.items) <= 8
+
+
+def test_dataset_scores_against_exact_masks_and_pads_objects(imprecise_sets):
+    items = scan_seg_split(imprecise_sets[1]).items
+    given = ContourSegDataset(items, 48, CorrelationParams(), object_slots=3)
+    exact = ContourSegDataset(items, 48, CorrelationParams(), exact_masks=True)
+    for i, item in enumerate(items):
+        np.testing.assert_array_equal(exact.masks[i, 0].numpy() > 0, read_mask(item.mask) > 0)
+    assert not torch.equal(given.masks, exact.masks)  # the jittered outlines fill other pixels
+    touching = [i for i, it in enumerate(items) if it.meta["touching"] == "1"]
+    assert [i for i, _ in exact.touching] == touching and not given.touching
+    assert set(np.unique(exact.touching[0][1])) == {0, 1, 2}
+    x = given[touching[0]]
+    assert x["obj_masks"].shape == (3, 48, 48) and x["obj_valid"].tolist() == [True, True, False]
+    assert float(x["obj_masks"][2].abs().sum()) == 0 and float(x["obj_corrs"][1].max()) > 0.99
+    torch.testing.assert_close(x["obj_masks"].amax(0), x["mask"][0])  # the objects' union is the mask

@@ -5,9 +5,15 @@ the mask logits and the correlation logits of every pixel. Labels come only
 from the GeoJSON outlines (``contours/``): the filled polygons give the mask,
 ``correlation.correlation_maps`` the (fused) correlation target. Loss:
 ``mask_weight * (BCE + soft Dice) + corr_weight * regression(sigmoid(corr), target)``.
-Validation (``val/`` split, else ``--val-fraction`` of train; its labels come from
-its contours too): Dice, IoU, HD95 of the mask head and the mean absolute error
-of the correlation head.
+With ``--object-slots K`` a third head predicts K objects, each its own mask
+and correlation map, matched to the outlines per image (``objects.py``: why
+slots and matching).
+Validation (``val/`` split, else ``--val-fraction`` of train): Dice, IoU, HD95
+of the mask head against the exact ``masks/<id>.png`` where an image has one
+(else the filled outlines), the mean absolute error of the correlation head,
+and, where ``meta.csv`` marks touching objects, the separation error
+(``separation.py``; instances from the slots, else connected components;
+``sep_error_ridge``: the mask cut along the predicted correlation's ridges).
 
 The run folder gets the engine's files (config, metrics.jsonl, weights/,
 curves.png), ``correlation_maps.png`` (training labels: image, contour,
@@ -31,6 +37,8 @@ from fastmed.seg.contour.correlation import CorrelationParams
 from fastmed.seg.contour.dataset import ContourSegDataset, contour_labels
 from fastmed.seg.contour.figure import Panel, contour_overlay, save_label_figure, save_panels
 from fastmed.seg.contour.losses import contour_loss
+from fastmed.seg.contour.objects import slot_instances
+from fastmed.seg.contour.separation import mask_components, ridge_split, separation_error
 from fastmed.seg.data import SegItem, scan_seg_split, seg_splits
 from fastmed.seg.metrics import segmentation_metrics
 
@@ -73,10 +81,11 @@ class ContourTask:
         self.cfg, self.device = cfg, device
         self.params = correlation_params(cfg)
         self.train_ds = ContourSegDataset(train_items, cfg.image_size, self.params, augment=cfg.augment,
-                                          show_progress=cfg.progress)
-        self.val_ds = ContourSegDataset(val_items, cfg.image_size, self.params)
+                                          show_progress=cfg.progress, object_slots=cfg.object_slots)
+        self.val_ds = ContourSegDataset(val_items, cfg.image_size, self.params, exact_masks=True)
+        heads = {"corr": 1, **({"objects": 2 * cfg.object_slots} if cfg.object_slots else {})}
         self.arch_kwargs = {"in_channels": 3, "num_classes": 1, "base_width": cfg.base_width, "depth": cfg.depth,
-                            "extra_heads": {"corr": 1}}
+                            "extra_heads": heads}
         torch.manual_seed(cfg.seed)
         self.model = UNet(**self.arch_kwargs).to(device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -93,34 +102,45 @@ class ContourTask:
         with autocast(self.device, self.cfg.amp):
             out = self.model(x)
         out = {k: v.float() for k, v in out.items()}
-        losses = contour_loss(out, mask, corr, self.cfg.mask_weight, self.cfg.corr_weight, self.cfg.corr_loss)
+        objects = tuple(batch[k].to(self.device) for k in ("obj_masks", "obj_corrs", "obj_valid")) if self.cfg.object_slots else None
+        losses = contour_loss(out, mask, corr, self.cfg.mask_weight, self.cfg.corr_weight, self.cfg.corr_loss, objects)
         self.opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         self.opt.step()
         return {k: float(v.detach()) for k, v in losses.items()}
 
     @torch.no_grad()
-    def predict_val(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validation ``(mask probabilities, correlation)``, each ``(N, 1, S, S)`` on the CPU."""
+    def predict_val(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Validation ``(mask probabilities, correlation)``, each ``(N, 1, S, S)``, and instance labels
+        ``(N, S, S)`` (slots, else connected components of the mask), on the CPU."""
         self.model.eval()
-        probs, corrs = [], []
+        probs, corrs, instances = [], [], []
         for i in range(0, len(self.val_ds), 32):
             with autocast(self.device, self.cfg.amp):
                 out = self.model(self.val_ds.images[i:i + 32].to(self.device))
             probs.append(torch.sigmoid(out["mask"].float()).cpu())
             corrs.append(torch.sigmoid(out["corr"].float()).cpu())
-        return torch.cat(probs), torch.cat(corrs)
+            instances.append(slot_instances(out["objects"]).cpu() if "objects" in out else
+                             torch.from_numpy(np.stack([mask_components(p[0] > 0.5) for p in probs[-1].numpy()])))
+        return torch.cat(probs), torch.cat(corrs), torch.cat(instances)
 
     def evaluate(self) -> dict[str, float]:
-        probs, corr = self.predict_val()
+        probs, corr, instances = self.predict_val()
         metrics = segmentation_metrics(probs[:, 0] > 0.5, self.val_ds.masks[:, 0])
         metrics["corr_mae"] = float((corr - self.val_ds.corrs).abs().mean())
+        if self.val_ds.touching:
+            index, exact = [i for i, _ in self.val_ds.touching], [inst for _, inst in self.val_ds.touching]
+            metrics["sep_error"] = separation_error([instances[i].numpy() for i in index], exact, [(1, 2)] * len(index))
+            if self.cfg.corr_weight > 0 and not self.cfg.object_slots:
+                cut = [ridge_split(probs[i, 0].numpy() > 0.5, corr[i, 0].numpy()) for i in index]
+                metrics["sep_error_ridge"] = separation_error(cut, exact, [(1, 2)] * len(index))
         return metrics
 
     def checkpoint(self) -> dict[str, Any]:
         return make_checkpoint(self.model, task="seg", kind="segmenter", arch="unet", arch_kwargs=self.arch_kwargs,
                                class_names=["object"], input_size=[self.cfg.image_size] * 2,
-                               meta={"method": "contour", "correlation": vars(self.params).copy()})
+                               meta={"method": "contour", "correlation": vars(self.params).copy(),
+                                     "object_slots": self.cfg.object_slots})
 
     def state_dict(self) -> dict[str, Any]:
         return {"opt": self.opt.state_dict(), "rng": self.gen.get_state()}
@@ -135,7 +155,7 @@ class ContourTask:
 
 def save_predictions(task: ContourTask, path, n: int) -> Any:
     """``predictions.png``: per validation image, image+contour, true and predicted mask and correlation."""
-    probs, corr = task.predict_val()
+    probs, corr, instances = task.predict_val()
     rows: list[list[Panel]] = []
     for i in range(min(n, len(task.val_ds))):
         lab = contour_labels(task.val_ds.items[i], task.cfg.image_size, task.params)
@@ -143,7 +163,8 @@ def save_predictions(task: ContourTask, path, n: int) -> Any:
                      ("mask", task.val_ds.masks[i, 0].numpy(), "gray", (0, 1)),
                      ("pred. mask", (probs[i, 0] > 0.5).numpy(), "gray", (0, 1)),
                      ("target corr.", task.val_ds.corrs[i, 0].numpy(), "viridis", (0, 1)),
-                     ("pred. corr.", corr[i, 0].numpy(), "viridis", (0, 1))])
+                     ("pred. corr.", corr[i, 0].numpy(), "viridis", (0, 1)),
+                     ("pred. objects", instances[i].numpy(), "tab10", (0, 9))])
     return save_panels(path, rows, "seg contour: validation") if rows else None
 
 
