@@ -13,9 +13,12 @@ gradient): the numbers agree with
 ``sinkhorn_cost`` returns the raw ``OT_eps(a, b)``. The maths lives in
 ``sinkhorn_reference.py``; the Triton kernel in ``sinkhorn_triton.py``.
 
-Backends: ``"torch"`` (the reference, autograd), ``"triton"`` (one launch per
-temperature for all problems and terms, analytic backward), ``"auto"``
-(Triton on CUDA tensors, the reference otherwise).
+Backends: ``"torch"`` (the reference, autograd), ``"numba"`` (CPU: each
+problem's whole descent in cache, one pass per row, vectorised float32 exp,
+threads across problems, envelope-theorem backward; ``sinkhorn_numba.py``),
+``"triton"`` (one launch per temperature for all problems and terms, analytic
+backward), ``"auto"`` (Triton on CUDA tensors, Numba on the CPU: no crossover,
+it beat the reference from one point per set on, see ``choose_backend``).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from fastmed.kernels.sinkhorn_reference import epsilon_schedule, max_diameter, s
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+BACKENDS = ("auto", "torch", "numba", "triton")
 
 
 def _check_weights(name: str, w: torch.Tensor | None, like: torch.Tensor, pts_name: str) -> torch.Tensor:
@@ -68,9 +72,14 @@ def _validate(x, y, x_weights, y_weights, p, blur, scaling, diameter):
 
 def _sinkhorn(x, y, *, p, blur, scaling, diameter, x_weights, y_weights, debias, backend) -> torch.Tensor:
     a, b = _validate(x, y, x_weights, y_weights, p, blur, scaling, diameter)
-    chosen = resolve_backend(backend, x, y)
-    if chosen == "triton" and backend == "auto" and x.dtype not in TRITON_DTYPES:
-        chosen = "torch"
+    chosen = choose_backend(backend, x, y)
+    if chosen == "numba":
+        from fastmed.kernels.sinkhorn_numba import SinkhornNumba
+
+        work = torch.float64 if x.dtype == torch.float64 else torch.float32  # fp16/bf16: float32 like the reference
+        diam = max_diameter(x, y) if diameter is None else diameter
+        eps_list = epsilon_schedule(p, diam, blur, scaling)
+        return SinkhornNumba.apply(x.to(work), y.to(work), a.to(work), b.to(work), p, eps_list, debias).to(x.dtype)
     if chosen == "triton":
         if x.dtype not in TRITON_DTYPES:
             raise ValueError(f"backend='triton' supports float32/bfloat16/float16 x and y, got {x.dtype}")
@@ -79,6 +88,22 @@ def _sinkhorn(x, y, *, p, blur, scaling, diameter, x_weights, y_weights, debias,
         diam = max_diameter(x, y) if diameter is None else diameter
         return sinkhorn_triton(x, y, a, b, p=p, eps_list=epsilon_schedule(p, diam, blur, scaling), debias=debias)
     return sinkhorn_reference(x, y, a, b, p=p, blur=blur, scaling=scaling, diameter=diameter, debias=debias)
+
+
+def choose_backend(backend: str, x: torch.Tensor, y: torch.Tensor) -> str:
+    """``"triton"``, ``"numba"`` or ``"torch"`` for this request (see the module docstring)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "numba":
+        if x.device.type != "cpu":
+            raise RuntimeError(f"backend='numba' needs CPU tensors, got x on {x.device}; use backend='auto'")
+        return "numba"
+    chosen = resolve_backend(backend, x, y)
+    if backend == "auto" and chosen == "triton" and x.dtype not in TRITON_DTYPES:
+        return "torch"
+    if backend == "auto" and chosen == "torch" and x.device.type == "cpu":
+        return "numba"
+    return chosen
 
 
 def sinkhorn_divergence(
@@ -97,7 +122,7 @@ def sinkhorn_divergence(
     """Batched Sinkhorn divergence between point clouds.
 
     Args:
-        x: ``(B, N, D)`` float points (float32, bfloat16, float16; float64 on the torch backend).
+        x: ``(B, N, D)`` float points (float32, bfloat16, float16; float64 on the torch and numba backends).
         y: ``(B, M, D)`` float points, same dtype and device.
         p: cost exponent, 1 or 2 (cost ``|x - y|^p / p``).
         blur: final blur scale; the temperature is ``eps = blur^p``.
@@ -108,7 +133,7 @@ def sinkhorn_divergence(
             zero weights pad variable-size sets. Rows should sum to 1.
         y_weights: ``(B, M)`` likewise.
         debias: ``True`` for the Sinkhorn divergence, ``False`` for ``OT_eps``.
-        backend: ``"auto"``, ``"torch"`` or ``"triton"``.
+        backend: ``"auto"``, ``"torch"``, ``"numba"`` (CPU) or ``"triton"``.
 
     Returns:
         ``(B,)`` tensor in the dtype of ``x``; differentiable in ``x``, ``y`` and the weights
