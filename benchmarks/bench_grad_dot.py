@@ -1,22 +1,31 @@
-"""Benchmark per-sample gradient dot products on a U-Net.
+"""Benchmark per-sample gradient dot products against torch.func and one forward+backward.
 
-For M images and a fixed direction G (one tensor per parameter), every variant
+For M inputs and a fixed direction G (one tensor per parameter), every variant
 computes the same ``(M,)`` vector ``d_m = <grad l_m, G>``:
 
-* ``fastmed``       – ``fastmed.kernels.per_sample_grad_dot`` (hooks, one forward + one
-                      backward, one contraction per layer; Triton-fused on CUDA);
+* ``fastmed auto``  – ``per_sample_grad_dot`` with ``backend="auto"`` (on the CPU: the
+                      ``grad_dot_cpu`` rules; Triton-fused on CUDA);
+* ``fastmed torch`` – ``backend="torch"``: the reference contractions;
 * ``torch.func``    – ``vmap(grad)`` materializing the M per-sample gradients (the anchor);
-* ``opacus``        – Opacus ``GradSampleModule`` per-sample gradients (``p.grad_sample``),
-                      then the dot product (materialized, Opacus-style);
-* ``fwd+bwd``       – one plain forward + backward of the batch (the cost floor, for scale).
+* ``fwd+bwd``       – one plain forward + backward of the batch (all weight gradients):
+                      the cost floor of the method (issue 17).
 
-Time: median of ``--repeats`` calls, all variants in this process, interleaved.
-Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on the CPU the growth of the
-peak RSS (VmHWM, reset first) during one call in a fresh subprocess (Linux).
+Two networks: ``convnet``, the issue's 6-convolution net (strided, dilated, grouped and
+transposed convolutions, GroupNorm, a linear head; 64x64 RGB, 10 classes), and the
+project's ``UNet(base_width=8, depth=3)`` (64x64, per-image pixel BCE); M = 8, 32, 128.
 
-    .venv/bin/python benchmarks/bench_grad_dot.py [--ms 8,16,32,64,128,256] [--size 64]
+Time: all variants in this process, interleaved, ``--repeats`` rounds after one warm-up;
+the median wall time and the median CPU time of the process (``time.process_time``, which
+a shared machine inflates much less; ratios use it). Peak memory: on CUDA
+``torch.cuda.max_memory_allocated``; on the CPU the growth of the peak RSS (VmHWM, reset
+first) during one call in a fresh subprocess (Linux). FLOP bound: the FLOPs each variant
+executes (``torch.utils.flop_counter``) divided by the GEMM throughput measured here
+(a square float32 matmul). ``--layers`` adds the per-layer crossover behind
+``grad_dot_cpu.PER_SAMPLE_GRAD_MAX_CHANNELS``.
 
-Writes ``benchmarks/results/<name>.json`` and ``<name>.md`` (``--name``, default ``grad_dot``).
+    .venv/bin/python benchmarks/bench_grad_dot.py [--quick] [--threads 1] [--layers]
+
+Writes ``benchmarks/results/grad_dot.json`` and ``grad_dot.md`` (``--quick``: a temporary folder).
 """
 from __future__ import annotations
 
@@ -31,82 +40,149 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from fastmed.kernels import per_sample_grad_dot
+from fastmed.kernels.grad_dot_cpu import per_sample_conv_weight_grad
 from fastmed.nets.unet import UNet
 from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
+from quick import add_quick_options, results_folder
 
-RESULTS = Path(__file__).resolve().parent / "results"
-VARIANTS = ("fastmed", "torch.func", "opacus", "fwd+bwd")
+VARIANTS = ("fastmed auto", "fastmed torch", "torch.func", "fwd+bwd")
+MEMORY_VARIANTS = ("fastmed auto", "torch.func", "fwd+bwd")
 
 
-def per_sample_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+class ConvNet6(nn.Module):
+    """The issue's network: six convolutions (strided, dilated, grouped, transposed), GroupNorm, a linear head.
+
+    ``(M, 3, 64, 64)`` -> ``(M, classes)`` logits.
+    """
+
+    def __init__(self, width: int = 32, classes: int = 10):
+        super().__init__()
+        w = width
+        self.convs = nn.ModuleList([
+            nn.Conv2d(3, w, 3, stride=2, padding=1),                 # 32x32, strided
+            nn.Conv2d(w, w, 3, padding=2, dilation=2),               # dilated
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1, groups=2),   # 16x16, strided + grouped
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1, groups=4),         # grouped
+            nn.ConvTranspose2d(2 * w, w, 2, stride=2),               # 32x32, transposed
+            nn.Conv2d(w, w, 3, stride=2, padding=1),                 # 16x16
+        ])
+        self.norms = nn.ModuleList(nn.GroupNorm(8, c.out_channels) for c in self.convs)
+        self.head = nn.Linear(w, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.relu(norm(conv(x)))
+        return self.head(x.mean((2, 3)))
+
+
+def per_image_bce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Pixel BCE averaged per image: ``(M, 1, H, W)`` logits -> ``(M,)``."""
     return F.binary_cross_entropy_with_logits(out, y, reduction="none").flatten(1).mean(1)
 
 
-def make_problem(m: int, size: int, width: int, device: str, seed: int = 0):
-    """(model, x (M, 3, S, S), y (M, 1, S, S), direction) on ``device``."""
+def per_sample_ce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per sample: ``(M, classes)`` logits, ``(M,)`` labels -> ``(M,)``."""
+    return F.cross_entropy(out, y, reduction="none")
+
+
+LOSSES = {"convnet": per_sample_ce, "unet": per_image_bce}
+
+
+def make_problem(net: str, m: int, device: str, seed: int = 0):
+    """(model, x (M, 3, 64, 64), targets, direction) on ``device``."""
     torch.manual_seed(seed)
-    model = UNet(base_width=width, depth=3).to(device)
-    for mod in model.modules():  # Opacus' backward hooks cannot follow in-place ops; same numbers
-        if isinstance(mod, torch.nn.ReLU):
-            mod.inplace = False
-    x = torch.randn(m, 3, size, size, device=device)
-    y = (torch.rand(m, 1, size, size, device=device) > 0.7).float()
+    model = (ConvNet6() if net == "convnet" else UNet(base_width=8, depth=3)).to(device)
+    x = torch.randn(m, 3, 64, 64, device=device)
+    if net == "convnet":
+        y = torch.randint(0, 10, (m,), device=device)
+    else:
+        y = (torch.rand(m, 1, 64, 64, device=device) > 0.7).float()
     direction = {k: torch.randn_like(v) for k, v in model.named_parameters()}
     return model, x, y, direction
 
 
-def run_fastmed(model, x, y, g):
-    return per_sample_grad_dot(model, per_sample_loss, x, y, g)
-
-
-def run_torch_func(model, x, y, g):
+def run_torch_func(model, loss_fn, x, y, g):
     params = {k: v.detach() for k, v in model.named_parameters()}
 
     def one(p, xi, yi):
-        return per_sample_loss(torch.func.functional_call(model, p, (xi[None],)), yi[None])[0]
+        return loss_fn(torch.func.functional_call(model, p, (xi[None],)), yi[None])[0]
 
     grads = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))(params, x, y)
     return sum((grads[k] * g[k]).flatten(1).sum(1) for k in g)
 
 
-def run_opacus(model, x, y, g):
-    from opacus import GradSampleModule
-
-    gsm = GradSampleModule(model, loss_reduction="sum")  # per-sample losses are summed
-    try:
-        per_sample_loss(gsm(x), y).sum().backward()
-        out = sum((p.grad_sample * g[k]).flatten(1).sum(1) for k, p in model.named_parameters())
-    finally:
-        for p in model.parameters():
-            p.grad = None
-            p.grad_sample = None
-        gsm._close()
-    return out
-
-
-def run_fwd_bwd(model, x, y, g):
-    loss = per_sample_loss(model(x), y).sum()
-    grads = torch.autograd.grad(loss, list(model.parameters()))
+def run_fwd_bwd(model, loss_fn, x, y, g):
+    grads = torch.autograd.grad(loss_fn(model(x), y).sum(), list(model.parameters()))
     return grads[0].sum().reshape(1)
 
 
-RUNNERS = {"fastmed": run_fastmed, "torch.func": run_torch_func, "opacus": run_opacus, "fwd+bwd": run_fwd_bwd}
+RUNNERS = {
+    "fastmed auto": lambda model, loss_fn, x, y, g: per_sample_grad_dot(model, loss_fn, x, y, g),
+    "fastmed torch": lambda model, loss_fn, x, y, g: per_sample_grad_dot(model, loss_fn, x, y, g, backend="torch"),
+    "torch.func": run_torch_func,
+    "fwd+bwd": run_fwd_bwd,
+}
 
 
-def relative_errors(model, x, y, g) -> dict[str, float]:
+def relative_errors(net, model, x, y, g) -> dict[str, float]:
     """max |d - d64| / max |d64| of each float32 variant, against torch.func in float64."""
-    ref = run_torch_func(model.double(), x.double(), y.double(), {k: v.double() for k, v in g.items()})
+    loss_fn = LOSSES[net]
+    ref = run_torch_func(model.double(), loss_fn, x.double(), y.double() if y.is_floating_point() else y,
+                         {k: v.double() for k, v in g.items()})
     model.float()
-    return {n: float(((RUNNERS[n](model, x, y, g).double() - ref).abs().max() / ref.abs().max()))
-            for n in ("fastmed", "torch.func", "opacus")}
+    return {n: float((RUNNERS[n](model, loss_fn, x, y, g).double() - ref).abs().max() / ref.abs().max())
+            for n in ("fastmed auto", "fastmed torch", "torch.func")}
 
 
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def time_variants(net, model, x, y, g, device: str, repeats: int) -> dict[str, dict[str, float]]:
+    """Median wall and CPU seconds of every variant, interleaved rounds after one warm-up round."""
+    loss_fn = LOSSES[net]
+    wall = {n: [] for n in VARIANTS}
+    cpu = {n: [] for n in VARIANTS}
+    for i in range(repeats + 1):
+        for n in VARIANTS:
+            _sync(device)
+            w0, c0 = time.perf_counter(), time.process_time()
+            RUNNERS[n](model, loss_fn, x, y, g)
+            _sync(device)
+            if i:
+                wall[n].append(time.perf_counter() - w0)
+                cpu[n].append(time.process_time() - c0)
+    return {n: {"wall_s": statistics.median(wall[n]), "cpu_s": statistics.median(cpu[n])} for n in VARIANTS}
+
+
+def flops(net, model, x, y, g) -> dict[str, int]:
+    """FLOPs each variant executes (convolutions, matmuls; ``torch.utils.flop_counter``)."""
+    out = {}
+    for n in VARIANTS:
+        with FlopCounterMode(display=False) as counter:
+            RUNNERS[n](model, LOSSES[net], x, y, g)
+        out[n] = counter.get_total_flops()
+    return out
+
+
+def gemm_flops_per_s(device: str, size: int = 1024, repeats: int = 5) -> float:
+    """Measured float32 GEMM throughput (best of ``repeats`` square matmuls)."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    best = float("inf")
+    clock = time.perf_counter if device.startswith("cuda") else time.process_time  # CPU: like the variants
+    for _ in range(repeats + 1):
+        _sync(device)
+        t0 = clock()
+        a @ b
+        _sync(device)
+        best = min(best, clock() - t0)
+    return 2 * size**3 / best
 
 
 def _vm_kib(key: str) -> int:
@@ -117,101 +193,141 @@ def _vm_kib(key: str) -> int:
 
 
 def measure_rss(spec: str) -> None:
-    """Subprocess entry: print the peak-RSS growth (MiB) of one call of a variant."""
-    name, m, size, width = spec.split(":")
-    model, x, y, g = make_problem(int(m), int(size), int(width), "cpu")
+    """Subprocess entry: print the peak-RSS growth (MiB) of one call of a variant (after a small warm-up call)."""
+    name, net, m = spec.split(":")
+    model, x, y, g = make_problem(net, 2, "cpu")
+    RUNNERS[name](model, LOSSES[net], x, y, g)
+    model, x, y, g = make_problem(net, int(m), "cpu")
     Path("/proc/self/clear_refs").write_text("5")
     before = _vm_kib("VmRSS")
-    RUNNERS[name](model, x, y, g)
+    RUNNERS[name](model, LOSSES[net], x, y, g)
     print((_vm_kib("VmHWM") - before) / 1024)
 
 
-def peak_memory_mb(name: str, m: int, size: int, width: int, device: str, threads: int) -> float:
+def peak_memory_mb(name: str, net: str, m: int, device: str, threads: int) -> float:
     if device.startswith("cuda"):
-        model, x, y, g = make_problem(m, size, width, device)
+        model, x, y, g = make_problem(net, m, device)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        RUNNERS[name](model, x, y, g)
+        RUNNERS[name](model, LOSSES[net], x, y, g)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    cmd = [sys.executable, __file__, "--measure-rss", f"{name}:{m}:{size}:{width}", "--threads", str(threads)]
+    cmd = [sys.executable, __file__, "--measure-rss", f"{name}:{net}:{m}", "--threads", str(threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def layer_crossover(m: int, repeats: int) -> list[dict]:
+    """3x3 conv layers of one FLOP count: CPU seconds of the two contractions of ``grad_dot_cpu``."""
+    rows = []
+    for c, side in ((8, 64), (16, 32), (32, 16), (64, 8)):
+        conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        a, delta, gw = torch.randn(m, c, side, side), torch.randn(m, c, side, side), torch.randn_like(conv.weight)
+        ways = {
+            "per-sample weight grad": lambda: per_sample_conv_weight_grad(conv, a, delta, gw).reshape(m, -1) @ gw.reshape(-1),
+            "forward conv + dot": lambda: torch.bmm(delta.reshape(m, 1, -1), conv._conv_forward(a, gw, None).reshape(m, -1, 1)),
+        }
+        times = {k: [] for k in ways}
+        for i in range(repeats + 1):
+            for k, f in ways.items():
+                c0 = time.process_time()
+                f()
+                if i:
+                    times[k].append(time.process_time() - c0)
+        rows.append({"channels": c, "side": side, "M": m, **{k: round(statistics.median(v), 5) for k, v in times.items()}})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ms", default="8,16,32,64,128,256")
-    ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--width", type=int, default=8, help="U-Net base width (depth 3)")
-    ap.add_argument("--repeats", type=int, default=3)
+    add_quick_options(ap, "M = 2, 4, 8, two rounds, no memory subprocesses")
+    ap.add_argument("--repeats", type=int, default=None, help="timed rounds per size (default 5; --quick 2)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--no-memory", action="store_true")
-    ap.add_argument("--name", default="grad_dot", help="results file stem under benchmarks/results/")
+    ap.add_argument("--layers", action="store_true", help="also time the per-layer crossover of grad_dot_cpu")
     ap.add_argument("--measure-rss", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.measure_rss:
         measure_rss(args.measure_rss)
         return
+    folder = results_folder(args, "grad_dot")
+    machine = machine_note()  # load before anything runs
+    sizes = (2, 4, 8) if args.quick else (8, 32, 128)
+    repeats = args.repeats or (2 if args.quick else 5)
+    gemm = gemm_flops_per_s(args.device)
     rows = []
-    for m in [int(v) for v in args.ms.split(",")]:
-        model, x, y, g = make_problem(m, args.size, args.width, args.device)
-        check = relative_errors(model, x, y, g)
-        times = {n: [] for n in VARIANTS}
-        for _ in range(args.repeats):
-            for n in VARIANTS:
-                _sync(args.device)
-                t0 = time.perf_counter()
-                RUNNERS[n](model, x, y, g)
-                _sync(args.device)
-                times[n].append(time.perf_counter() - t0)
-        med = {n: statistics.median(v) for n, v in times.items()}
-        mem = {} if args.no_memory else {n: round(peak_memory_mb(n, m, args.size, args.width, args.device, args.threads), 1) for n in VARIANTS}
-        row = {"M": m, "median_s": {n: round(v, 4) for n, v in med.items()}, "peak_mem_mb": mem,
-               "speedup_vs_torch_func": round(med["torch.func"] / med["fastmed"], 2),
-               "speedup_vs_opacus": round(med["opacus"] / med["fastmed"], 2),
-               "cost_vs_fwd_bwd": round(med["fastmed"] / med["fwd+bwd"], 2),
-               "max_rel_err_vs_float64": check}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    try:
-        import opacus
-        opacus_version = opacus.__version__
-    except ImportError:
-        opacus_version = None
+    for net in ("convnet", "unet"):
+        for m in sizes:
+            model, x, y, g = make_problem(net, m, args.device)
+            err = relative_errors(net, model, x, y, g)
+            t = time_variants(net, model, x, y, g, args.device, repeats)
+            fl = flops(net, model, x, y, g)
+            mem = {} if args.quick else {n: round(peak_memory_mb(n, net, m, args.device, args.threads), 1) for n in MEMORY_VARIANTS}
+            cpu = {n: t[n]["cpu_s"] for n in VARIANTS}
+            row = {
+                "net": net, "M": m,
+                "median_wall_s": {n: round(t[n]["wall_s"], 4) for n in VARIANTS},
+                "median_cpu_s": {n: round(v, 4) for n, v in cpu.items()},
+                "auto_vs_fwd_bwd": round(cpu["fastmed auto"] / cpu["fwd+bwd"], 3),
+                "torch_vs_fwd_bwd": round(cpu["fastmed torch"] / cpu["fwd+bwd"], 3),
+                "torch_func_vs_fwd_bwd": round(cpu["torch.func"] / cpu["fwd+bwd"], 3),
+                "speedup_vs_torch_func": round(cpu["torch.func"] / cpu["fastmed auto"], 3),
+                "gflop": {n: round(v / 1e9, 3) for n, v in fl.items()},
+                "flop_bound_s": {n: round(v / gemm, 4) for n, v in fl.items()},
+                "peak_mem_mib": mem,
+                "max_rel_err_vs_float64": err,
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    layers = layer_crossover(32 if not args.quick else 4, repeats) if args.layers else []
     result = {
         "op": "per_sample_grad_dot",
-        "model": f"UNet(base_width={args.width}, depth=3, GroupNorm, bilinear up), {sum(p.numel() for p in model.parameters())} parameters",
-        "input": f"(M, 3, {args.size}, {args.size}), per-image pixel BCE",
+        "nets": {"convnet": f"ConvNet6 (this script), {sum(p.numel() for p in ConvNet6().parameters())} parameters, CE over 10 classes",
+                 "unet": f"UNet(base_width=8, depth=3), {sum(p.numel() for p in UNet(base_width=8, depth=3).parameters())} parameters, pixel BCE"},
+        "input": "(M, 3, 64, 64) float32",
         "device": args.device,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": args.threads,
-                    "note": machine_note()},
-        "versions": {"torch": torch.__version__, "opacus": opacus_version, "python": platform.python_version()},
-        "repeats": args.repeats,
+        "machine": {"platform": platform.platform(), "threads": args.threads, "note": machine, "note_after": machine_note()},
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "repeats": repeats,
+        "gemm_gflop_s": round(gemm / 1e9, 2),
         "rows": rows,
+        "layer_crossover": layers,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     lines = [
         "# per_sample_grad_dot benchmark",
         "",
-        f"{result['model']}; input {result['input']}; device {args.device}, {args.threads} thread(s); "
-        f"median of {args.repeats}. {result['machine']['note']}.",
+        f"Input {result['input']}; device {args.device}, {args.threads} thread(s); median of {repeats} interleaved rounds. "
+        f"{machine}; after: {result['machine']['note_after']}. Measured GEMM throughput {result['gemm_gflop_s']} GFLOP/s.",
         "",
-        "| M | fastmed (s) | torch.func (s) | opacus (s) | fwd+bwd (s) | x torch.func | x opacus | cost / fwd+bwd | peak MiB fastmed / torch.func / opacus |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"convnet: {result['nets']['convnet']}. unet: {result['nets']['unet']}.",
+        "",
+        "Ratios use the median CPU time of this process (wall times, noisier on a shared machine, in the JSON). "
+        "FLOP bound = executed FLOPs / measured GEMM throughput.",
+        "",
+        "| net | M | auto (s) | torch (s) | torch.func (s) | fwd+bwd (s) | auto / fwd+bwd | torch / fwd+bwd | torch.func / fwd+bwd "
+        "| x torch.func | auto / its FLOP bound | fwd+bwd / its FLOP bound | peak MiB auto / torch.func / fwd+bwd |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        t, mem = r["median_s"], r["peak_mem_mb"]
-        mem_s = " / ".join(str(mem.get(n, "–")) for n in ("fastmed", "torch.func", "opacus")) if mem else "–"
-        lines.append(f"| {r['M']} | {t['fastmed']:.3f} | {t['torch.func']:.3f} | {t['opacus']:.3f} | {t['fwd+bwd']:.3f} | "
-                     f"{r['speedup_vs_torch_func']} | {r['speedup_vs_opacus']} | {r['cost_vs_fwd_bwd']} | {mem_s} |")
-    lines += ["", f"torch {torch.__version__}, opacus {opacus_version}; max relative error of each float32 variant against torch.func in float64 in the JSON (`max_rel_err_vs_float64`).", ""]
-    (RESULTS / f"{args.name}.md").write_text("\n".join(lines))
+        c, b, mem = r["median_cpu_s"], r["flop_bound_s"], r["peak_mem_mib"]
+        mem_s = " / ".join(str(mem[n]) for n in MEMORY_VARIANTS) if mem else "–"
+        lines.append(
+            f"| {r['net']} | {r['M']} | {c['fastmed auto']:.3f} | {c['fastmed torch']:.3f} | {c['torch.func']:.3f} | {c['fwd+bwd']:.3f} "
+            f"| {r['auto_vs_fwd_bwd']:.2f} | {r['torch_vs_fwd_bwd']:.2f} | {r['torch_func_vs_fwd_bwd']:.2f} | {r['speedup_vs_torch_func']:.2f} "
+            f"| {c['fastmed auto'] / max(b['fastmed auto'], 1e-9):.1f} | {c['fwd+bwd'] / max(b['fwd+bwd'], 1e-9):.1f} | {mem_s} |")
+    if layers:
+        lines += ["", "Per-layer contraction (3x3 conv, C in = C out, CPU s):", "",
+                  "| C | side | per-sample weight grad | forward conv + dot |", "|---|---|---|---|"]
+        lines += [f"| {r['channels']} | {r['side']} | {r['per-sample weight grad']:.4f} | {r['forward conv + dot']:.4f} |" for r in layers]
+    lines += ["", f"torch {torch.__version__}; max relative error of each float32 variant against torch.func in float64 "
+              "in the JSON (`max_rel_err_vs_float64`).", ""]
+    (folder / "grad_dot.json").write_text(json.dumps(result, indent=2) + "\n")
+    (folder / "grad_dot.md").write_text("\n".join(lines))
     print("\n".join(lines))
+    print(f"wrote {folder / 'grad_dot'}.json and .md")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,13 @@ batch, as in learning-to-reweight)::
     d = per_sample_grad_dot(model, loss_fn, x, y, g)    # x (M, ...), loss_fn(model(x), y) -> (M,); d (M,)
 
 Exact, and without materializing M per-sample gradients: one forward and one
-backward of the batch, plus one forward-like contraction per layer (see
-``grad_dot_reference`` for the maths). ``backend="auto"`` fuses the
-convolution / linear contractions with the per-sample sum in Triton on CUDA
-(float32/float16/bfloat16), and uses the PyTorch reference otherwise.
+backward of the batch (stopping at the first layers' outputs), plus one
+contraction per layer (see ``grad_dot_reference`` for the maths).
+``backend="auto"`` fuses the convolution / linear contractions with the
+per-sample sum in Triton on CUDA (float32/float16/bfloat16); elsewhere it uses
+``grad_dot_cpu``, which picks per layer the cheaper of the reference's
+contraction and one grouped per-sample weight-gradient call (a measured
+crossover in channel count).
 """
 from __future__ import annotations
 
@@ -20,9 +23,11 @@ import torch
 from torch import nn
 
 from fastmed.kernels._dispatch import check_same_device, check_tensor, resolve_backend
-from fastmed.kernels.grad_dot_reference import per_sample_grad_dot_reference
+from fastmed.kernels.grad_dot_cpu import layer_dot_cpu
+from fastmed.kernels.grad_dot_reference import layer_dot_reference, per_sample_grad_dot_reference
 
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+BACKENDS = ("auto", "torch", "cpu", "triton")
 
 
 def check_direction(model: nn.Module, direction: object) -> dict[str, torch.Tensor]:
@@ -71,8 +76,11 @@ def per_sample_grad_dot(
         targets: passed to ``loss_fn`` unchanged.
         direction: parameter name (as in ``model.named_parameters()``) -> tensor
             of that parameter's shape; parameters left out count as zero.
-        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` (the fused
-            contraction for conv/linear layers; float64 always uses torch).
+        backend: ``"auto"`` | ``"torch"`` (the reference contractions) |
+            ``"cpu"`` (``grad_dot_cpu``: per layer the cheaper exact rule; any
+            device) | ``"triton"`` (the fused contraction for conv/linear
+            layers; float64 uses the reference). ``"auto"``: Triton on CUDA,
+            ``"cpu"`` otherwise.
 
     Returns:
         ``(M,)`` tensor (dtype of the losses), detached. The model's ``.grad``
@@ -86,9 +94,15 @@ def per_sample_grad_dot(
     if not inputs.is_floating_point() or inputs.dim() < 1 or inputs.shape[0] < 1:
         raise ValueError(f"inputs must be a floating-point (M, ...) batch with M >= 1, got {inputs.dtype} {tuple(inputs.shape)}")
     direction = check_direction(model, direction)
-    choice = resolve_backend(backend, inputs)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    choice = "cpu" if backend == "cpu" else resolve_backend(backend, inputs)
     if choice == "triton" and inputs.dtype in TRITON_DTYPES:
         from fastmed.kernels.grad_dot_triton import layer_dot_triton
 
-        return per_sample_grad_dot_reference(model, loss_fn, inputs, targets, direction, layer_dot=layer_dot_triton)
-    return per_sample_grad_dot_reference(model, loss_fn, inputs, targets, direction)
+        layer_dot = layer_dot_triton
+    elif choice == "cpu" or (backend == "auto" and choice == "torch"):
+        layer_dot = layer_dot_cpu
+    else:
+        layer_dot = layer_dot_reference
+    return per_sample_grad_dot_reference(model, loss_fn, inputs, targets, direction, layer_dot=layer_dot)

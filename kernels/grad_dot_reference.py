@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# a contraction: (module, a, delta, direction of the module's own params) -> (M,)
-LayerDot = Callable[[nn.Module, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+# a contraction: (module, a, delta, direction of the module's own params, autograd node of the
+# layer's output, whose saved tensors a rule may read) -> (M,)
+LayerDot = Callable[[nn.Module, torch.Tensor, torch.Tensor, dict[str, torch.Tensor], object], torch.Tensor]
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_TRANSPOSE_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -45,12 +46,18 @@ def _per_sample_sum(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1).sum(1)
 
 
+def channel_sum(delta: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    """``(M, C)``: ``delta`` summed over every dimension but the sample and ``channel_dim``."""
+    channel_dim %= delta.dim()
+    dims = [d for d in range(1, delta.dim()) if d != channel_dim]
+    return delta.sum(dims) if dims else delta
+
+
 def _bias_dot(delta: torch.Tensor, g_bias: torch.Tensor | None, channel_dim: int) -> torch.Tensor | None:
     """``<sum over positions of delta_m, G_b>``; ``delta`` has channels on ``channel_dim``."""
     if g_bias is None:
         return None
-    per_channel = delta.movedim(channel_dim, -1).reshape(delta.shape[0], -1, delta.shape[channel_dim]).sum(1)
-    return per_channel @ g_bias.to(per_channel.dtype)
+    return channel_sum(delta, channel_dim) @ g_bias.to(delta.dtype)
 
 
 def transposed_output_padding(module: nn.Module, a: torch.Tensor, out_shape: torch.Size) -> list[int]:
@@ -121,8 +128,8 @@ def linear_like_dot_reference(module: nn.Module, a: torch.Tensor, delta: torch.T
     return out if bias is None else out + bias
 
 
-def layer_dot_reference(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The per-sample contribution ``(M,)`` of one call of a known layer type."""
+def layer_dot_reference(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g: dict[str, torch.Tensor], node: object = None) -> torch.Tensor:
+    """The per-sample contribution ``(M,)`` of one call of a known layer type (``node`` is not needed here)."""
     if isinstance(module, NORM_TYPES):
         return norm_affine_dot(module, a, delta, g)
     return linear_like_dot_reference(module, a, delta, g)
@@ -162,6 +169,7 @@ class _Call:
     args: tuple
     kwargs: dict
     versions: list[int]
+    output_edge: torch.autograd.graph.GradientEdge  # where the output gradient arrives
     contribution: torch.Tensor | None = None  # (M,), known layer types (computed during the backward)
     delta: torch.Tensor | None = None         # output gradient, kept only for the fallback path
 
@@ -184,7 +192,8 @@ class _Capture:
                 return None
             if not isinstance(output, torch.Tensor) or not output.requires_grad:
                 raise TypeError(f"layer {name!r} must return one tensor that depends on the inputs (got {type(output).__name__})")
-            call = _Call(name, args, kwargs, [t._version for t in args if isinstance(t, torch.Tensor)])
+            versions = [t._version for t in args if isinstance(t, torch.Tensor)]
+            call = _Call(name, args, kwargs, versions, torch.autograd.graph.get_gradient_edge(output))
             self.calls.append(call)
             output.register_hook(lambda grad: self.on_output_grad(call, grad))
             return None
@@ -202,9 +211,37 @@ class _Capture:
             )
         module = self.modules[call.module_name]
         if type(module) in KNOWN_TYPES:
-            call.contribution = self.layer_dot(module, call.args[0].detach(), delta, self.owners[call.module_name])
+            call.contribution = self.layer_dot(module, call.args[0].detach(), delta, self.owners[call.module_name], call.output_edge.node)
         else:
             call.delta = delta
+
+
+def backward_stops(calls: list[_Call]) -> list[torch.autograd.graph.GradientEdge]:
+    """Where the backward may stop so that every hooked output still receives its gradient.
+
+    With the input not requiring grad, a call whose tensor arguments need no gradient is a
+    first layer: its output is a stop (the gradient of its input, a wasted backward through
+    it, is never formed). Behind any other call's arguments the graph is walked up to the
+    hooked outputs it passes through; a leaf met on the way (a trainable tensor used outside
+    a hooked layer) becomes a stop too, so no path is cut.
+    """
+    hooked = {c.output_edge.node for c in calls}
+    stops, seen = [], set()
+    for call in calls:
+        needing = [t for t in (*call.args, *call.kwargs.values()) if isinstance(t, torch.Tensor) and t.requires_grad]
+        if not needing:
+            stops.append(call.output_edge)
+        todo = [torch.autograd.graph.get_gradient_edge(t).node for t in needing]
+        while todo:
+            node = todo.pop()
+            if node is None or node in seen or node in hooked:
+                continue
+            seen.add(node)
+            if hasattr(node, "variable"):  # AccumulateGrad: a trainable leaf
+                stops.append(torch.autograd.graph.GradientEdge(node, 0))
+            else:
+                todo.extend(nxt for nxt, _ in node.next_functions)
+    return stops
 
 
 def _split_direction(direction: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
@@ -256,7 +293,10 @@ def per_sample_grad_dot_reference(
             + "; using the exact torch.func.jvp path for them (slower)",
             stacklevel=3,
         )
-    x = inputs.detach().requires_grad_(True)
+    # With every hooked parameter trainable, the backward can stop at the first hooked layers'
+    # outputs (see backward_stops) instead of running on to the input.
+    to_input = not all(getattr(modules[m], p).requires_grad for m, ps in owners.items() if m in modules for p in ps)
+    x = inputs.detach().requires_grad_(to_input)
     try:
         with torch.enable_grad():
             losses = loss_fn(model(x), targets)
@@ -266,7 +306,9 @@ def per_sample_grad_dot_reference(
             called = {c.module_name for c in capture.calls}
             unhooked = {n: g for n, g in owners.items() if n not in called}
             outside = _used_params(modules, unhooked, losses)
-            torch.autograd.grad(losses.sum(), [x], retain_graph=bool(outside), allow_unused=True)
+            stops = [x] if to_input else backward_stops(capture.calls)
+            if stops:
+                torch.autograd.grad(losses.sum(), stops, retain_graph=bool(outside), allow_unused=True)
     finally:
         for h in handles:
             h.remove()

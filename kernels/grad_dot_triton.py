@@ -172,7 +172,7 @@ def _weight_dot(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, gw: tor
     return conv_output_dot_triton(x, w, y, *conv)
 
 
-def layer_dot_triton(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g: dict[str, torch.Tensor]) -> torch.Tensor:
+def layer_dot_triton(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g: dict[str, torch.Tensor], node: object = None) -> torch.Tensor:
     """Like ``layer_dot_reference``; conv, transposed-conv and linear weight terms fused in Triton."""
     if "weight" not in g or a.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return layer_dot_reference(module, a, delta, g)
