@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastmed.cfg.base import Command, opt
-from fastmed.cfg.common import BatchOptions, PredictOptions
+from fastmed.cfg.common import PredictOptions, TrainOptions
 from fastmed.errors import ConfigError
 
 TILING_MODES = ("pad", "drop", "bbox")  # same as fastmed.wsi.tiling.TILING_MODES (kept import-free here)
@@ -97,8 +97,10 @@ class WsiFeaturesConfig(JobOptions):
 
 
 @dataclass(kw_only=True)
-class WsiTrainConfig(BatchOptions):  # no --workers: bags are in memory, batches are cut from them (no DataLoader)
+class WsiTrainConfig(TrainOptions):
     features: str = opt(help="folder written by `fastmed wsi features`")
+    stream: bool = opt(False, "read each step's slides from the feature files (--workers processes) instead of holding "
+                       "every training feature in memory: memory is a few batches, not the cohort; same batches")
     labels: str = opt(help="CSV with columns slide_id,label")
     positive: str = opt("tumor", "the label value of abnormal slides (every other value is negative)")
     val_fraction: float = opt(0.3, "slides held out for validation (stratified)")
@@ -151,7 +153,7 @@ class WsiHeatmapConfig(PredictOptions):  # deterministic: no --seed
     level: int | None = opt(None, "slide level of the background thumbnail (default: largest level <= --max-side)")
     max_side: int = opt(2048, "longest side of the heatmap images in pixels")
     alpha: float = opt(0.5, "overlay opacity")
-    patch_threshold: float = opt(0.5, "patches whose probability x sigmoid(attention) reaches this go into the GeoJSON")
+    patch_threshold: float = opt(0.5, "patches whose probability reaches this go into the GeoJSON (QuPath detections)")
     progress: bool = opt(True, "show a progress bar over the slides")
 
 

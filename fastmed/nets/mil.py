@@ -64,10 +64,10 @@ class AttentionMIL(nn.Module):
         self.instance_classifier = nn.Linear(hidden, 1)
 
     @torch.no_grad()
-    def set_feature_stats(self, features: torch.Tensor) -> None:
-        """Standardize inputs with the per-feature mean/std of ``features (N, F)`` (training patches)."""
-        self.feature_mean.copy_(features.mean(0))
-        self.feature_std.copy_(features.std(0).clamp_min(1e-6))
+    def set_feature_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Standardize inputs with the per-feature ``mean`` and ``std`` ``(F,)`` of the training patches."""
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std.clamp_min(1e-6))
 
     def forward(self, x: torch.Tensor, offsets: torch.Tensor) -> dict[str, torch.Tensor]:
         """``x: (N, F)``, ``offsets: (B+1,)`` int64 → dict of logits.

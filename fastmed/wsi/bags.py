@@ -1,7 +1,10 @@
 """Slides as bags of patch features, and ragged batches of several bags.
 
 A batch of ``B`` slides is one ``(N, F)`` feature matrix with ``offsets
-(B+1,)`` — no padding, no batch-size-1 loop.
+(B+1,)`` — no padding, no batch-size-1 loop. Training reads its slides through
+``BagDataset``: bags held in memory, or ``BagRef``s whose features are read
+from their files on each access (``wsi train --stream``: memory is a few
+batches, not the cohort).
 """
 from __future__ import annotations
 
@@ -32,6 +35,18 @@ class SlideBag:
     attrs: dict
 
 
+@dataclass(frozen=True)
+class BagRef:
+    """A slide's feature file, known without reading its features: ``n`` patches of ``dim`` features."""
+
+    path: Path
+    slide_id: str
+    label: int
+    n: int
+    dim: int
+    attrs: dict
+
+
 @dataclass
 class BagBatch:
     """Ragged batch: ``x (N, F)``, ``offsets (B+1,)``, ``labels (B,)``, ``patch_labels (N,)``."""
@@ -58,6 +73,111 @@ def read_labels(path: str | os.PathLike) -> dict[str, str]:
     return {r["slide_id"].strip(): r["label"].strip() for r in rows}
 
 
+def index_bags(folder: str | os.PathLike, labels: dict[str, str], positive: str = "tumor",
+               skipped: list[str] | None = None) -> list[BagRef]:
+    """The labelled slides of ``folder`` with patches, as ``BagRef``s (reads attributes and shapes only).
+
+    Slides missing from ``labels`` or without patches are skipped (their ids
+    appended to ``skipped``); the files must come from one encoder.
+    """
+    import h5py
+
+    skipped = skipped if skipped is not None else []
+    files = list_patch_files(folder)
+    check_one_encoder(files)
+    refs = []
+    for path in files:
+        attrs = read_patch_file(path, features=False).attrs
+        with h5py.File(path, "r") as f:
+            if "features" not in f:
+                raise DataError(f"{path} has no features; run `fastmed wsi features` on the tiles first")
+            n, dim = f["features"].shape
+        sid = str(attrs["slide_id"])
+        if sid not in labels or n == 0:
+            skipped.append(sid)
+            continue
+        refs.append(BagRef(path, sid, int(labels[sid] == positive), int(n), int(dim), attrs))
+    return refs
+
+
+def read_bag(ref: BagRef, rows: np.ndarray | None = None) -> SlideBag:
+    """The slide of ``ref`` with all its patches, or the sorted ``rows`` only (read from the file; features as stored)."""
+    import h5py
+
+    sel = slice(None) if rows is None else rows
+    with h5py.File(ref.path, "r") as f:
+        features = f["features"][sel]
+        coords = f["coords"][sel]
+        fraction = f["label_fraction"][sel] if "label_fraction" in f else None
+    return SlideBag(ref.slide_id, torch.from_numpy(features), coords, _patch_labels(fraction, ref.label, len(coords)),
+                    ref.label, ref.attrs)
+
+
+def _patch_labels(label_fraction: np.ndarray | None, label: int, n: int) -> torch.Tensor:
+    """0/1 where annotations overlap; without annotations all 0 on a negative slide (by definition), else -1 (unknown)."""
+    if label_fraction is not None:
+        return torch.from_numpy((label_fraction > 0).astype(np.int64))
+    return torch.full((n,), 0 if label == 0 else -1, dtype=torch.int64)
+
+
+class BagDataset(torch.utils.data.Dataset):
+    """Training slides as ``SlideBag`` items, from bags in memory or from ``BagRef``s read on each access.
+
+    Item ``i`` of epoch ``e`` (``set_epoch``) keeps at most ``max_patches``
+    patches: a subset drawn from ``(seed, e, i)``, so it does not depend on the
+    worker that reads it, nor on whether the bag was in memory or streamed.
+    Slides in ``hidden`` have their patch labels replaced by ``-1`` (unknown).
+    """
+
+    def __init__(self, items: list[SlideBag] | list[BagRef], max_patches: int | None = None, seed: int = 0,
+                 hidden: frozenset[str] = frozenset()):
+        self.items, self.max_patches, self.seed, self.hidden = list(items), max_patches, seed, hidden
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def labels(self) -> list[int]:
+        return [item.label for item in self.items]
+
+    def __getitem__(self, i: int) -> SlideBag:
+        item = self.items[i]
+        n = item.n if isinstance(item, BagRef) else len(item.features)
+        rows = None
+        if self.max_patches is not None and n > self.max_patches:
+            rows = np.sort(np.random.default_rng((self.seed, self.epoch, i)).choice(n, self.max_patches, replace=False))
+        if isinstance(item, BagRef):
+            bag = read_bag(item, rows)
+        elif rows is not None:
+            idx = torch.from_numpy(rows)
+            bag = SlideBag(item.slide_id, item.features[idx], item.coords[rows], item.patch_labels[idx], item.label, item.attrs)
+        else:
+            bag = item
+        if bag.slide_id in self.hidden:
+            bag = SlideBag(bag.slide_id, bag.features, bag.coords, torch.full_like(bag.patch_labels, -1), bag.label, bag.attrs)
+        return bag
+
+    def feature_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-feature mean and standard deviation ``(F,)`` over every patch (float64 sums, one slide at a time)."""
+        total, sq, count = 0.0, 0.0, 0
+        for item in self.items:
+            x = (read_bag(item) if isinstance(item, BagRef) else item).features.double()
+            total, sq, count = total + x.sum(0), sq + (x * x).sum(0), count + len(x)
+        mean = total / count
+        var = (sq - count * mean * mean) / max(count - 1, 1)
+        return mean.float(), var.clamp_min(0).sqrt().float()
+
+
+def bag_loader(dataset: BagDataset, batches: list[list[int]], workers: int) -> torch.utils.data.DataLoader:
+    """Ragged batches of the slides listed in ``batches`` (indices into ``dataset``), read by ``workers`` processes."""
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=workers,
+                                       prefetch_factor=2 if workers else None,
+                                       generator=torch.Generator())  # its seed draw leaves the global RNG (dropout) alone
+
+
 def iter_bags(folder: str | os.PathLike, labels: dict[str, str] | None = None, positive: str = "tumor",
               skipped: list[str] | None = None) -> Iterator[SlideBag]:
     """Feature files of ``folder`` as bags, one file in memory at a time.
@@ -79,10 +199,7 @@ def iter_bags(folder: str | os.PathLike, labels: dict[str, str] | None = None, p
             skipped.append(ps.slide_id)
             continue
         label = -1 if labels is None else int(labels[ps.slide_id] == positive)
-        if ps.patch_labels is not None:
-            patch = torch.from_numpy(ps.patch_labels)
-        else:
-            patch = torch.full((len(ps.coords),), 0 if label == 0 else -1, dtype=torch.int64)
+        patch = _patch_labels(ps.label_fraction, label, len(ps.coords))
         yield SlideBag(ps.slide_id, torch.from_numpy(ps.features).float(), ps.coords, patch, label, ps.attrs)
 
 
@@ -116,7 +233,7 @@ def collate(bags: list[SlideBag], max_patches: int | None = None, generator: tor
         idx = None
         if max_patches is not None and len(bag.features) > max_patches:
             idx = torch.randperm(len(bag.features), generator=generator)[:max_patches]
-        xs.append(bag.features if idx is None else bag.features[idx])
+        xs.append((bag.features if idx is None else bag.features[idx]).float())  # float16 files: float32 per batch
         pls.append(bag.patch_labels if idx is None else bag.patch_labels[idx])
         lengths.append(len(xs[-1]))
     return BagBatch(torch.cat(xs), bag_offsets(lengths), torch.tensor([b.label for b in bags]), torch.cat(pls), [b.slide_id for b in bags])

@@ -1,12 +1,11 @@
 """``fastmed wsi heatmap``: attention, patch-abnormality and combined heatmaps + positive-patch GeoJSON.
 
-Maps are painted patch by patch onto a canvas the size of the slide
-thumbnail, so memory is bounded by the thumbnail (``max_side``) and the
-per-patch score vectors, not by the slide or the number of patches.
+Maps are painted onto a canvas the size of the slide thumbnail, so memory is
+bounded by the thumbnail (``max_side``) and the per-patch score vectors, not
+by the slide or the number of patches.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +31,27 @@ def percentile_rank(v: np.ndarray) -> np.ndarray:
 
 
 def paint(values: np.ndarray, coords: np.ndarray, size0: float, shape: tuple[int, int], scale: float) -> np.ndarray:
-    """``(H, W)`` float32 canvas (NaN where no patch): each patch's value over its footprint (mean where they overlap)."""
-    total = np.zeros(shape, np.float32)
-    count = np.zeros(shape, np.float32)
+    """``(H, W)`` float32 canvas (NaN where no patch): each patch's value over its footprint (mean where they overlap).
+
+    A patch covers canvas rows ``int(y * scale) ..`` and columns ``int(x * scale) ..``
+    for ``round(size0 * scale)`` pixels (at least 1), clipped to the canvas. Sums
+    and counts are added at the footprints' corners and integrated (a 2-D prefix
+    sum), so the cost is O(patches + canvas), also for 200,000-patch slides.
+    """
+    h, w = shape
     side = max(1, int(round(size0 * scale)))
-    for (x, y), v in zip(coords, values):
-        c0, r0 = int(x * scale), int(y * scale)
-        total[r0:r0 + side, c0:c0 + side] += v
-        count[r0:r0 + side, c0:c0 + side] += 1
+    c0 = np.clip((np.asarray(coords[:, 0], np.float64) * scale).astype(np.int64), 0, w)
+    r0 = np.clip((np.asarray(coords[:, 1], np.float64) * scale).astype(np.int64), 0, h)
+    c1, r1 = np.minimum(c0 + side, w), np.minimum(r0 + side, h)
+    values = np.asarray(values, np.float64)
+
+    def integrate(weights: np.ndarray) -> np.ndarray:
+        corners = np.zeros((h + 1) * (w + 1))
+        for rows, cols, sign in ((r0, c0, 1), (r0, c1, -1), (r1, c0, -1), (r1, c1, 1)):
+            corners += sign * np.bincount(rows * (w + 1) + cols, weights, minlength=corners.size)
+        return corners.reshape(h + 1, w + 1).cumsum(0).cumsum(1)[:h, :w]
+
+    total, count = integrate(values), np.rint(integrate(np.ones_like(values)))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / count, np.nan).astype(np.float32)
 
@@ -55,19 +67,26 @@ def overlay(thumb: np.ndarray, heat: np.ndarray, alpha: float, cmap: str = "jet"
     return out.astype(np.uint8)
 
 
-def positive_patches_geojson(bag: SlideBag, prob: np.ndarray, attention: np.ndarray, threshold: float) -> dict:
-    """QuPath-importable FeatureCollection: one square detection per patch with probability >= threshold."""
+def positive_patches_geojson(bag: SlideBag, prob: np.ndarray, attention: np.ndarray, threshold: float) -> tuple[str, int]:
+    """QuPath-importable FeatureCollection (JSON text) with one square detection per patch with probability >= threshold.
+
+    Returns the text and the number of detections. The features are formatted
+    directly (no dict per patch), so a 200,000-patch slide takes about a second.
+    """
     size0 = float(bag.attrs["size0"])
+    keep = np.asarray(prob) >= threshold
+    xy = np.asarray(bag.coords, np.float64)[keep].tolist()
+    p = np.round(np.asarray(prob, np.float64)[keep], 5).tolist()
+    a = np.round(np.asarray(attention, np.float64)[keep], 5).tolist()
+    head = '{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [['
+    tail = ('"properties": {"objectType": "detection", "classification": {"name": "Tumor", "color": [220, 30, 30]}, '
+            '"measurements": {"probability": %r, "attention": %r}}}')
     feats = []
-    for (x, y), p, a in zip(bag.coords, prob, attention):
-        if p < threshold:
-            continue
-        x, y = float(x), float(y)
-        ring = [[x, y], [x + size0, y], [x + size0, y + size0], [x, y + size0], [x, y]]
-        feats.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
-                      "properties": {"objectType": "detection", "classification": {"name": "Tumor", "color": [220, 30, 30]},
-                                     "measurements": {"probability": round(float(p), 5), "attention": round(float(a), 5)}}})
-    return {"type": "FeatureCollection", "features": feats}
+    for (x, y), pi, ai in zip(xy, p, a):
+        x1, y1 = x + size0, y + size0
+        feats.append(f"{head}[{x!r}, {y!r}], [{x1!r}, {y!r}], [{x1!r}, {y1!r}], [{x!r}, {y1!r}], [{x!r}, {y!r}]]]}}, "
+                     + tail % (pi, ai))
+    return '{"type": "FeatureCollection", "features": [' + ", ".join(feats) + "]}", len(feats)
 
 
 def thumbnail(bag: SlideBag, slides_dir: Path | None, level: int | None, max_side: int) -> tuple[np.ndarray, float]:
@@ -105,9 +124,9 @@ def render_slide(bag: SlideBag, pred: dict, out: Path, slides_dir: Path | None, 
         Image.fromarray(img).save(out / f"{sid}_{name}.png", compress_level=1)
         panels.append(img)
     Image.fromarray(np.concatenate(panels, axis=1)).save(out / f"{sid}_overview.png", compress_level=1)
-    gj = positive_patches_geojson(bag, pred["patch_prob"], att_sig, threshold)
-    atomic_write_text(out / f"{sid}_positive.geojson", json.dumps(gj))
-    return {"slide": bag.slide_id, "probability": round(pred["prob"], 5), "positive_patches": len(gj["features"])}
+    text, n_positive = positive_patches_geojson(bag, pred["patch_prob"], att_sig, threshold)
+    atomic_write_text(out / f"{sid}_positive.geojson", text)
+    return {"slide": bag.slide_id, "probability": round(pred["prob"], 5), "positive_patches": n_positive}
 
 
 def run_heatmap(cfg) -> int:

@@ -5,12 +5,15 @@ four losses of ``fastmed.wsi.losses`` with their weights. Validation: slide
 AUC / accuracy / F1, and patch-level AUC of attention, patch probability and
 their product where patch labels exist. The engine's ``FitLoop`` owns epochs,
 checkpoints (``weights/best.pt`` by validation loss), metrics and resume.
+Slides come through ``BagDataset`` and a DataLoader (``--workers``): held in
+memory, or with ``--stream`` read from their feature files at each step, so
+memory is a few batches and not the cohort; both give the same batches.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +25,7 @@ from fastmed.engine.metrics import roc_auc
 from fastmed.engine.training_run import RunSummary, start_run
 from fastmed.errors import DataError
 from fastmed.nets.mil import AttentionMIL
-from fastmed.wsi.bags import BagBatch, SlideBag, collate, load_bags, read_labels
+from fastmed.wsi.bags import BagBatch, BagDataset, BagRef, SlideBag, bag_loader, collate, index_bags, read_bag, read_labels
 from fastmed.wsi.losses import attention_patch_loss, bag_loss, patch_loss, topk_instance_loss
 from fastmed.wsi.metrics import binary_metrics
 
@@ -45,19 +48,19 @@ def mil_losses(out: dict[str, torch.Tensor], batch: BagBatch, weights: dict[str,
     return {**terms, "total": total}
 
 
-def keep_patch_labels(bags: list[SlideBag], fraction: float, seed: int) -> tuple[list[SlideBag], list[str]]:
-    """Bags where only ``round(fraction * positives)`` positive slides (drawn with ``seed``) keep their patch labels.
+def keep_patch_labels(slides: Sequence[SlideBag | BagRef], fraction: float, seed: int) -> tuple[frozenset[str], list[str]]:
+    """Which positive slides keep their patch labels: ``round(fraction * positives)`` of them, drawn with ``seed``.
 
-    The other positive slides get all patch labels ``-1`` (unknown), so losses 1 and 4 never see them;
-    negative slides keep theirs (all-negative by definition). Returns the bags and the ids of the
-    positive slides that kept their labels.
+    The other positive slides count as unannotated (``BagDataset(hidden=...)``
+    gives them patch labels ``-1``), so losses 1 and 4 never see them; negative
+    slides keep theirs (all-negative by definition). Returns the hidden ids and
+    the ids of the positive slides that kept their labels.
     """
-    positives = [i for i, b in enumerate(bags) if b.label == 1]
+    positives = [i for i, b in enumerate(slides) if b.label == 1]
     n_keep = round(fraction * len(positives))
     chosen = {positives[j] for j in np.random.default_rng(seed).permutation(len(positives))[:n_keep]}
-    out = [b if b.label != 1 or i in chosen else dataclasses.replace(b, patch_labels=torch.full_like(b.patch_labels, -1))
-           for i, b in enumerate(bags)]
-    return out, [bags[i].slide_id for i in sorted(chosen)]
+    hidden = frozenset(slides[i].slide_id for i in positives if i not in chosen)
+    return hidden, [slides[i].slide_id for i in sorted(chosen)]
 
 
 @torch.no_grad()
@@ -79,11 +82,20 @@ def predict_bags(model: AttentionMIL, bags: list[SlideBag], device: torch.device
     return results
 
 
-def evaluate_bags(model: AttentionMIL, bags: list[SlideBag], device: torch.device, threshold: float) -> dict[str, float]:
-    """Slide metrics (``auc``, ``acc``, ``f1``, ``loss``) and patch AUCs where patch labels exist."""
-    if not bags:
+def evaluate_bags(model: AttentionMIL, bags: Sequence[SlideBag], device: torch.device, threshold: float,
+                  batch_size: int = 8) -> dict[str, float]:
+    """Slide metrics (``auc``, ``acc``, ``f1``, ``loss``) and patch AUCs where patch labels exist.
+
+    ``bags`` is read once, ``batch_size`` slides at a time (a streamed ``BagDataset`` holds no more in memory).
+    """
+    if not len(bags):
         return {}
-    preds = predict_bags(model, bags, device)
+    seen, preds = [], []
+    for i in range(0, len(bags), batch_size):
+        chunk = [bags[j] for j in range(i, min(i + batch_size, len(bags)))]
+        preds += predict_bags(model, chunk, device, batch_size)
+        seen += [SlideBag(b.slide_id, b.features[:0], b.coords, b.patch_labels, b.label, b.attrs) for b in chunk]
+    bags = seen  # labels and patch labels only
     y = np.array([b.label for b in bags])
     prob = np.array([p["prob"] for p in preds])
     metrics = binary_metrics(y, prob, threshold)
@@ -111,14 +123,17 @@ def patch_localization(bags: list[SlideBag], preds: list[dict[str, np.ndarray]])
 class WsiTrainTask:
     """The ``TrainTask`` of attention MIL (see ``fastmed.engine.fit``)."""
 
-    def __init__(self, cfg, train: list[SlideBag], val: list[SlideBag], device: torch.device, meta: dict[str, Any]):
+    def __init__(self, cfg, train: list[SlideBag] | list[BagRef], val: Sequence[SlideBag], device: torch.device,
+                 meta: dict[str, Any]):
+        """``train``: bags in memory, or ``BagRef``s read at each step; ``val``: bags, or a ``BagDataset`` of refs."""
         self.cfg, self.val, self.device, self.meta = cfg, val, device, meta
-        self.train, meta["patch_label_slides"] = keep_patch_labels(train, cfg.patch_label_fraction, cfg.seed)
-        self.in_dim = int(train[0].features.shape[1])
+        hidden, meta["patch_label_slides"] = keep_patch_labels(train, cfg.patch_label_fraction, cfg.seed)
+        self.train = BagDataset(train, cfg.max_patches, cfg.seed, hidden)
+        self.in_dim = int(train[0].dim if isinstance(train[0], BagRef) else train[0].features.shape[1])
         self.arch_kwargs = {"in_dim": self.in_dim, "hidden": cfg.hidden, "attn_dim": cfg.attn_dim,
                             "dropout": cfg.dropout, "normalize": cfg.normalize}
         self.model = AttentionMIL(**self.arch_kwargs)
-        self.model.set_feature_stats(torch.cat([b.features for b in train]))
+        self.model.set_feature_stats(*self.train.feature_stats())
         self.model.to(device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.weights = {"patch": cfg.w_patch, "bag": cfg.w_bag, "topk": cfg.w_topk, "attn": cfg.w_attn}
@@ -126,8 +141,9 @@ class WsiTrainTask:
 
     def train_batches(self, epoch: int) -> Iterable[BagBatch]:
         order = torch.randperm(len(self.train), generator=self.gen).tolist()
-        for i in range(0, len(order), self.cfg.batch_size):
-            yield collate([self.train[j] for j in order[i:i + self.cfg.batch_size]], self.cfg.max_patches, self.gen)
+        self.train.set_epoch(epoch)
+        return bag_loader(self.train, [order[i:i + self.cfg.batch_size] for i in range(0, len(order), self.cfg.batch_size)],
+                          self.cfg.workers)
 
     def train_step(self, batch: BagBatch) -> dict[str, float]:
         self.model.train()
@@ -159,27 +175,34 @@ class WsiTrainTask:
             self.gen.set_state(state["generator"])
 
 
-def prepare(cfg) -> tuple[list[SlideBag], list[SlideBag], dict[str, Any]]:
-    """Load bags, split them, and build the checkpoint metadata (``meta["skipped_slides"]``: slides left out)."""
+def prepare(cfg) -> tuple[list[SlideBag] | list[BagRef], Sequence[SlideBag], dict[str, Any]]:
+    """Index the slides, split them, and build the checkpoint metadata (``meta["skipped_slides"]``: slides left out).
+
+    Without ``cfg.stream`` the slides are read into memory (as stored: float16
+    files stay float16); with it they stay ``BagRef``s, read at each step.
+    """
     labels = read_labels(cfg.labels)
-    bags, skipped = load_bags(cfg.features, labels, cfg.positive)
+    skipped: list[str] = []
+    refs = index_bags(cfg.features, labels, cfg.positive, skipped)
     if skipped:
         print(f"  {len(skipped)} slide(s) without a label or patches skipped: {', '.join(skipped[:10])}")
-    classes = sorted({b.label for b in bags})
+    classes = sorted({r.label for r in refs})
     if classes != [0, 1]:
         raise DataError(f"training needs slides of both classes ({cfg.positive!r} and others); found labels {classes} in {cfg.labels}")
-    train_idx, val_idx = stratified_split([b.label for b in bags], cfg.val_fraction, cfg.seed)
-    train, val = [bags[i] for i in train_idx], [bags[i] for i in val_idx]
+    train_idx, val_idx = stratified_split([r.label for r in refs], cfg.val_fraction, cfg.seed)
+    train_refs, val_refs = [refs[i] for i in train_idx], [refs[i] for i in val_idx]
+    train = train_refs if cfg.stream else [read_bag(r) for r in train_refs]
+    val = BagDataset(val_refs) if cfg.stream else [read_bag(r) for r in val_refs]
     negatives = sorted({v for v in labels.values() if v != cfg.positive})
-    a = bags[0].attrs
+    a = refs[0].attrs
     meta = {
         "class_names": ["/".join(negatives) or "normal", cfg.positive],
         "positive": cfg.positive,
         "threshold": cfg.threshold,
         "encoder": {k: a.get(k) for k in ("encoder", "encoder_weights", "feature_dim", "encoder_seed", "encoder_sha256")},
         "patches": {k: a.get(k) for k in ("patch_size", "mpp", "mode")},
-        "train_slides": [b.slide_id for b in train],
-        "val_slides": [b.slide_id for b in val],
+        "train_slides": [r.slide_id for r in train_refs],
+        "val_slides": [r.slide_id for r in val_refs],
         "skipped_slides": list(skipped),
     }
     return train, val, meta
@@ -189,8 +212,9 @@ def run_train(cfg) -> RunSummary:
     """CLI runner of ``fastmed wsi train``; returns the run's summary (best epoch by validation loss, when slides are held out)."""
     session = start_run(cfg, "wsi", "train")
     train, val, meta = prepare(cfg)
-    print(f"wsi train: {len(train)} train / {len(val)} val slides, {train[0].features.shape[1]} features; run folder {session.path}")
     task = WsiTrainTask(cfg, train, val, session.device, meta)
+    print(f"wsi train: {len(train)} train / {len(val)} val slides, {task.in_dim} features"
+          f"{' (streamed from the files)' if cfg.stream else ''}; run folder {session.path}")
     summary = session.fit(task, monitor="val/loss" if val else None, mode="min", title="wsi attention MIL",
                           skipped=len(meta["skipped_slides"]))
     print(f"done: {({k: round(v, 4) for k, v in summary.metrics.items() if k.startswith('val/')})}")
