@@ -84,6 +84,17 @@ def test_seg_contour_evidence_quick(tmp_path):
         assert r["dice"] >= 0.65, r  # seeds 0, 1, 2 gave 0.81-0.87 (both variants)
 
 
+def test_seg_contour_imprecise_quick(tmp_path):
+    out = _quick("seg_contour_imprecise.py", tmp_path)
+    res = json.loads((out / "seg_contour_imprecise.json").read_text())
+    assert (out / "seg_contour_imprecise.md").stat().st_size > 0 and (out / "seg_contour_imprecise.png").stat().st_size > 0
+    assert {r["variant"] for r in res["runs"]} == {"mask", "corr_dist", "corr_both", "per_object"}
+    assert res["n_touching"] > 0 and res["contour_error_px"]["3.0"] > 0.8  # jitter 3 moved the outlines
+    for r in res["runs"]:
+        assert r["dice"] >= 0.6, r  # the quick run gave 0.87 (mask, corr_*) and 0.73 (per_object)
+        assert 0 <= r["sep_error"] <= 1, r
+
+
 def test_distill_evidence_quick(tmp_path):
     out = _quick("distill_evidence.py", tmp_path)
     res = json.loads((out / "distill_digits.json").read_text())
