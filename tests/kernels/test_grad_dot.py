@@ -65,10 +65,11 @@ def _problem(model, dtype, m=4, shape=(3, 11, 13)):
 TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-4, 1e-4)}
 
 
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_matches_torch_func_on_layer_zoo(dtype):
+def test_matches_torch_func_on_layer_zoo(dtype, backend):
     model, x, y, g = _problem(ZooNet(), dtype)
-    got = per_sample_grad_dot(model, mse_per_sample, x, y, g, backend="torch")
+    got = per_sample_grad_dot(model, mse_per_sample, x, y, g, backend=backend)
     want = ground_truth(model, mse_per_sample, x, y, g)
     assert got.shape == (4,) and got.dtype == dtype
     atol, rtol = TOL[dtype]
@@ -181,3 +182,103 @@ def test_input_validation():
         per_sample_grad_dot(model, mse_per_sample, x.long(), y, g)
     with pytest.raises(ValueError, match="backend"):
         per_sample_grad_dot(model, mse_per_sample, x, y, g, backend="cuda")
+
+
+class WideZoo(nn.Module):
+    """Conv layers on both sides of the cpu rules' channel crossover (1-d, 2-d, 3-d, transposed, grouped), GroupNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 4, 3, padding=1)                          # few channels: per-sample weight grads
+        self.c2 = nn.Conv2d(4, 20, 3, stride=2, padding=1, dilation=1)   # 4 x 20 = 80: per-sample
+        self.g2 = nn.GroupNorm(5, 20)
+        self.c3 = nn.Conv2d(20, 24, 3, padding=2, dilation=2, groups=2)  # 10 x 12 per group
+        self.t3 = nn.ConvTranspose2d(24, 18, 3, stride=2, padding=1, output_padding=1)  # 24 x 18 = 432: forward conv + dot
+        self.c3d = nn.Conv3d(2, 3, (1, 3, 3), padding=(0, 1, 1))
+        self.c1d = nn.Conv1d(18, 17, 2, stride=2)                        # 306: forward conv + dot
+        self.t1d = nn.ConvTranspose1d(17, 4, 3, stride=3, groups=1)
+
+    def forward(self, x):
+        h = torch.tanh(self.c1(x))
+        h = F.relu(self.g2(self.c2(h)), inplace=True)
+        h = self.t3(torch.sin(self.c3(h)))              # (M, 18, H, W)
+        m, c, hh, ww = h.shape
+        h = self.c3d(h.reshape(m, 2, 9, hh, ww)).reshape(m, 27, hh, ww)[:, :18]
+        return self.t1d(torch.tanh(self.c1d(h.flatten(2))))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpu_rules_on_both_sides_of_the_crossover(dtype):
+    """Conv, transposed, grouped, 1/2/3-d layers with few and many channels: cpu rules == torch.func == reference."""
+    from fastmed.kernels.grad_dot_cpu import uses_per_sample_grad
+
+    model, x, y, g = _problem(WideZoo(), dtype, m=3, shape=(3, 8, 10))
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d))]
+    assert {uses_per_sample_grad(m) for m in convs} == {True, False}  # both contractions are exercised
+    got = per_sample_grad_dot(model, mse_per_sample, x, y, g, backend="cpu")
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(got, ground_truth(model, mse_per_sample, x, y, g), atol=atol, rtol=rtol)
+    torch.testing.assert_close(got, per_sample_grad_dot(model, mse_per_sample, x, y, g, backend="torch"), atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpu_group_norm_rule_with_and_without_saved_statistics(dtype):
+    """GroupNorm contribution from the forward's saved mean/rstd, or recomputed (node None), equals the reference."""
+    from fastmed.kernels.grad_dot_cpu import layer_dot_cpu
+    from fastmed.kernels.grad_dot_reference import layer_dot_reference
+
+    torch.manual_seed(0)
+    gn = nn.GroupNorm(3, 6).to(dtype)
+    a = torch.randn(4, 6, 5, 7, dtype=dtype) * 3 + 1
+    out = gn(a)
+    delta = torch.randn_like(out)
+    g = {"weight": torch.randn(6, dtype=dtype), "bias": torch.randn(6, dtype=dtype)}
+    want = layer_dot_reference(gn, a, delta, g)
+    atol, rtol = TOL[dtype]
+    assert type(out.grad_fn).__name__ == "NativeGroupNormBackward0"
+    torch.testing.assert_close(layer_dot_cpu(gn, a, delta, g, out.grad_fn), want, atol=atol, rtol=rtol)
+    torch.testing.assert_close(layer_dot_cpu(gn, a, delta, g, None), want, atol=atol, rtol=rtol)
+
+
+class NoInputGradient(torch.autograd.Function):
+    """Identity whose backward fails: any gradient sent back to the input is an error."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise AssertionError("the backward reached the model input")
+
+
+class GuardedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 4, 3)
+        self.c2 = nn.Conv2d(4, 2, 1)
+        self.guard = True
+
+    def forward(self, x):
+        return self.c2(torch.tanh(self.c1(NoInputGradient.apply(x) if self.guard else x)))
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_backward_stops_at_the_first_layer(backend):
+    """No gradient of the input (or of the first layer's input) is formed; a frozen layer still works."""
+    model, x, y, g = _problem(GuardedNet().double(), torch.float64, m=3, shape=(3, 7, 7))
+    got = per_sample_grad_dot(model, mse_per_sample, x, y, g, backend=backend)
+    model.guard = False  # torch.func cannot trace the guard
+    torch.testing.assert_close(got, ground_truth(model, mse_per_sample, x, y, g))
+    model.guard = True
+    model.c1.requires_grad_(False)  # a frozen hooked layer: the backward runs to the input again
+    with pytest.raises(AssertionError, match="reached the model input"):
+        per_sample_grad_dot(model, mse_per_sample, x, y, g, backend=backend)
+
+
+def test_partial_direction_with_trainable_layers_outside_it():
+    """Layers left out of the direction but trainable sit on the path: the backward must not stop before them."""
+    model, x, y, g = _problem(ZooNet(), torch.float64, m=3)
+    some = {k: v for k, v in g.items() if k.startswith(("t1.", "fc."))}  # only late layers; earlier ones trainable
+    got = per_sample_grad_dot(model, mse_per_sample, x, y, some, backend="cpu")
+    torch.testing.assert_close(got, ground_truth(model, mse_per_sample, x, y, some), atol=1e-10, rtol=1e-10)
