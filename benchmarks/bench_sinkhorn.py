@@ -1,29 +1,40 @@
-"""Benchmark the batched Sinkhorn divergence (forward + backward) against GeomLoss and POT.
+"""Benchmark the batched Sinkhorn divergence (forward + backward) against GeomLoss.
 
 Variants, all on the same problems ``x: (B, N, D)``, ``y: (B, M, D)`` with
-uniform weights, ``p = 2``, the same ``blur``, ``scaling`` and ``diameter``
-(hence the same eps schedule):
+uniform weights, ``p = 2`` and, per size, the same ``blur``, ``scaling`` and
+``diameter`` (hence the same eps schedule):
 
-* ``fastmed`` – ``fastmed.kernels.sinkhorn_divergence(backend="auto")``
-  (the PyTorch reference on the CPU, the Triton kernel on CUDA);
+* ``fastmed numba`` – ``sinkhorn_divergence(backend="auto")``, which is the
+  Numba kernel on the CPU (the Triton kernel on CUDA);
+* ``fastmed numba, 1 thread`` – the same with ``torch.set_num_threads(1)``;
+* ``fastmed torch`` – the readable PyTorch reference (``backend="torch"``);
 * ``geomloss tensorized`` – ``geomloss.SamplesLoss("sinkhorn", backend="tensorized")``,
-  the anchor (same numbers, checked below);
-* ``geomloss online`` – only when KeOps is installed;
-* ``POT sinkhorn_log`` – ``ot.sinkhorn2(method="sinkhorn_log")`` per problem
-  and per term (x-y, x-x, y-y), as many iterations at the final eps as
-  GeomLoss's schedule has steps: a different algorithm (no eps-scaling), so a
-  timing reference only; run on the smaller shapes only (one problem per call).
+  the anchor (agreement with fastmed is checked and recorded);
+* ``POT sinkhorn_log`` – ``ot.sinkhorn2`` per problem and term, as many
+  iterations at the final eps as the schedule has steps (a different
+  algorithm: a timing reference only, smallest size only).
 
-Time: median of interleaved repeated forward+backward passes (a shared,
-throttled CPU is noisy: report medians and ratios measured in one process).
-Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above the inputs; on
-the CPU the growth of the peak RSS (VmHWM, reset first) during the first
-forward+backward of the problem in a fresh subprocess (Linux; set-up done on a
-tiny problem first). Small CPU values (< 1 MiB) are within allocator noise.
+Sizes: one step of ``polyp augment`` (3 classes, 2 x 4 images each: 12
+problems of 4 vs 4 L2-normalised 576-d MobileNet features, blur 0.05,
+diameter 2), issue 17's B16 N=M=128 D256, and fewer, larger problems.
 
-    .venv/bin/python benchmarks/bench_sinkhorn.py [--quick] [--device cuda]
+Time: median of interleaved forward+backward repetitions (the CPU is shared:
+compare the ratios, taken in one process; the load average is recorded).
+Peak memory: growth of the peak RSS (VmHWM, reset first) during one
+forward+backward in a fresh subprocess (Linux; set-up on a tiny problem
+first); on CUDA ``max_memory_allocated`` above the inputs.
 
-Writes ``benchmarks/results/sinkhorn.json`` and ``sinkhorn.md``.
+Bound of the Numba path, from throughputs measured here: its exponentials
+(one per cost entry, term and eps step, plus the backward's) at the measured
+rate of its vectorised float32 ``exp`` per thread, plus the GEMMs of the costs
+and of the gradient at the measured ``torch.bmm`` rate; the memory bound (costs
+written and read once, gradient blocks written and read once, at the measured
+copy bandwidth) is far below that.
+
+    .venv/bin/python benchmarks/bench_sinkhorn.py [--quick] [--threads 2] [--out DIR]
+
+Writes ``sinkhorn.json`` and ``sinkhorn.md`` into ``--out`` (default
+``benchmarks/results``; ``--quick`` writes only where ``--out`` says).
 """
 from __future__ import annotations
 
@@ -43,60 +54,61 @@ from fastmed.kernels.sinkhorn_reference import epsilon_schedule
 from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BLUR, SCALING, DIAMETER = 0.1, 0.5, 20.0
+AUGMENT = dict(blur=0.05, scaling=0.5, diameter=2.0)   # fastmed.polyp.augment / gan_losses settings
+GAUSS = dict(blur=0.1, scaling=0.5, diameter=20.0)     # Gaussian clouds: the earlier bench's schedule
+# (B, N, M, D, parameters, L2-normalised points?)
+SIZES = [((12, 4, 4, 576), AUGMENT, True), ((16, 128, 128, 256), GAUSS, False), ((4, 512, 512, 64), GAUSS, False)]
+QUICK_SIZES = [((12, 4, 4, 576), AUGMENT, True), ((4, 32, 32, 16), GAUSS, False), ((2, 64, 64, 32), GAUSS, False)]
+ANCHOR = "geomloss tensorized"
 
 
-def _geomloss(backend: str):
-    import geomloss
+def variants(params: dict, threads: int) -> dict:
+    """name -> ``fn(x, y) -> (B,)`` for the installed libraries."""
+    def one_thread(x, y):
+        torch.set_num_threads(1)  # restored by time_variants after the timed call
+        return sinkhorn_divergence(x, y, **params)
 
-    loss = geomloss.SamplesLoss("sinkhorn", p=2, blur=BLUR, scaling=SCALING, diameter=DIAMETER, backend=backend)
-    return lambda x, y: loss(x, y)
-
-
-def _pot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    import ot
-
-    n_iter = len(epsilon_schedule(2, DIAMETER, BLUR, SCALING)) + 1
-    eps = BLUR**2
-    out = []
-    for xb, yb in zip(x, y):
-        a = torch.full((xb.shape[0],), 1.0 / xb.shape[0], dtype=x.dtype, device=x.device)
-        b = torch.full((yb.shape[0],), 1.0 / yb.shape[0], dtype=x.dtype, device=x.device)
-
-        def ot_eps(u, v, wu, wv):
-            cost = torch.cdist(u, v) ** 2 / 2
-            return ot.sinkhorn2(wu, wv, cost, eps, method="sinkhorn_log", numItermax=n_iter, stopThr=0.0)
-
-        out.append(ot_eps(xb, yb, a, b) - 0.5 * ot_eps(xb, xb, a, a) - 0.5 * ot_eps(yb, yb, b, b))
-    return torch.stack(out)
-
-
-def variants() -> dict:
-    out = {"fastmed": lambda x, y: sinkhorn_divergence(x, y, blur=BLUR, scaling=SCALING, diameter=DIAMETER)}
+    out = {"fastmed numba": lambda x, y: sinkhorn_divergence(x, y, **params)}
+    if threads > 1:
+        out["fastmed numba, 1 thread"] = one_thread
+    out["fastmed torch"] = lambda x, y: sinkhorn_divergence(x, y, backend="torch", **params)
     try:
-        out["geomloss tensorized"] = _geomloss("tensorized")
-    except ImportError:
-        pass
-    try:
-        import pykeops  # noqa: F401
+        import geomloss
 
-        out["geomloss online"] = _geomloss("online")
+        loss = geomloss.SamplesLoss("sinkhorn", p=2, backend="tensorized", **params)
+        out[ANCHOR] = lambda x, y: loss(x, y)
     except ImportError:
         pass
     try:
         import ot  # noqa: F401
 
-        out["POT sinkhorn_log"] = _pot
+        out["POT sinkhorn_log"] = lambda x, y: _pot(x, y, params)
     except ImportError:
         pass
     return out
 
 
-def make_inputs(B: int, N: int, M: int, D: int, device: str, seed: int = 0):
+def _pot(x: torch.Tensor, y: torch.Tensor, params: dict) -> torch.Tensor:
+    import ot
+
+    n_iter = len(epsilon_schedule(2, params["diameter"], params["blur"], params["scaling"])) + 1
+    eps = params["blur"] ** 2
+
+    def ot_eps(u, v):
+        wu = torch.full((u.shape[0],), 1.0 / u.shape[0], dtype=u.dtype)
+        wv = torch.full((v.shape[0],), 1.0 / v.shape[0], dtype=v.dtype)
+        return ot.sinkhorn2(wu, wv, torch.cdist(u, v) ** 2 / 2, eps, method="sinkhorn_log", numItermax=n_iter, stopThr=0.0)
+
+    return torch.stack([ot_eps(u, v) - 0.5 * ot_eps(u, u) - 0.5 * ot_eps(v, v) for u, v in zip(x, y)])
+
+
+def make_inputs(shape: tuple, normalized: bool, device: str = "cpu", seed: int = 0):
+    B, N, M, D = shape
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(B, N, D, generator=g).to(device).requires_grad_()
-    y = (torch.randn(B, M, D, generator=g) + 0.5).to(device).requires_grad_()
-    return x, y
+    x, y = torch.randn(B, N, D, generator=g), torch.randn(B, M, D, generator=g) + 0.5
+    if normalized:
+        x, y = torch.nn.functional.normalize(x, dim=-1), torch.nn.functional.normalize(y, dim=-1)
+    return x.to(device).requires_grad_(), y.to(device).requires_grad_()
 
 
 def _sync(device: str) -> None:
@@ -104,51 +116,110 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_once(fn, x, y) -> torch.Tensor:
+def run_once(fn, x, y):
     x.grad = y.grad = None
     v = fn(x, y)
     v.sum().backward()
-    return v.detach()
+    return v.detach(), x.grad.detach()
 
 
-def time_variants(fns: dict, shape: tuple, device: str, reps: int) -> dict[str, float]:
+def time_variants(fns: dict, x, y, device: str, reps: int, threads: int) -> dict[str, float]:
     """Median forward+backward seconds per variant, repetitions interleaved."""
-    x, y = make_inputs(*shape, device)
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up (Triton compile, allocator)
-        run_once(fn, x, y)
-    for _ in range(reps):
+    for _ in range(reps + 1):  # the first round warms up (compilation, allocator)
         for name, fn in fns.items():
             _sync(device)
             t0 = time.perf_counter()
             run_once(fn, x, y)
             _sync(device)
             times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+            torch.set_num_threads(threads)
+    return {k: statistics.median(v[1:]) for k, v in times.items()}
 
 
-def check_agreement(fns: dict, shape: tuple, device: str) -> float | None:
-    """Max |fastmed - geomloss| over the batch (None without GeomLoss)."""
-    if "geomloss tensorized" not in fns:
-        return None
-    x, y = make_inputs(*shape, device)
-    return float((run_once(fns["fastmed"], x, y) - run_once(fns["geomloss tensorized"], x, y)).abs().max())
+def agreement(fns: dict, x, y) -> dict:
+    """Relative max differences of fastmed's value and x-gradient from GeomLoss's."""
+    if ANCHOR not in fns:
+        return {}
+    (v0, g0), (v1, g1) = run_once(fns[ANCHOR], x, y), run_once(fns["fastmed numba"], x, y)
+    return {"value_rel_diff": float((v1 - v0).abs().max() / v0.abs().max()),
+            "grad_rel_diff": float((g1 - g0).abs().max() / g0.abs().max())}
 
 
-def peak_memory_mib(name: str, shape: tuple, device: str) -> float | None:
+# ---- bounds ------------------------------------------------------------------------------------------------
+def _median_time(fn, reps: int = 7) -> float:
+    ts = []
+    for _ in range(reps + 1):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts[1:])
+
+
+def exp_seconds_per_element() -> float:
+    """Seconds per element of the Numba kernel's vectorised float32 ``exp`` on one thread (L1-resident rows)."""
+    import numpy as np
+    from numba import njit
+
+    from fastmed.kernels.sinkhorn_numba import exp_inplace
+
+    @njit(nogil=True)
+    def many_exps(v, bits, reps):
+        n = v.shape[0]
+        for _ in range(reps):
+            for j in range(n):
+                v[j] = -np.float32(j % 97) * np.float32(0.1)
+            exp_inplace(v, n, bits)
+
+    v, bits, reps = np.empty(128, np.float32), np.empty(128, np.int32), 20000
+    many_exps(v, bits, 1)
+    return _median_time(lambda: many_exps(v, bits, reps), 5) / (reps * v.shape[0])
+
+
+def throughputs(threads: int) -> dict:
+    """Measured here: exp rate (1 thread), float32 bmm GFLOP/s (``threads``), copy bandwidth GB/s."""
+    a, b = torch.randn(16, 128, 256), torch.randn(16, 256, 128)
+    gflops = 2 * 16 * 128 * 128 * 256 / _median_time(lambda: torch.bmm(a, b)) / 1e9
+    src, dst = torch.rand(1 << 24), torch.empty(1 << 24)
+    copy_gb_s = 2 * 4 * src.numel() / _median_time(lambda: dst.copy_(src), 5) / 1e9
+    return {"exp_ns_per_element_1_thread": round(exp_seconds_per_element() * 1e9, 3),
+            "bmm_gflop_s": round(gflops, 1), "copy_gb_s": round(copy_gb_s, 1), "threads": threads}
+
+
+def numba_bound(shape: tuple, n_eps: int, rates: dict) -> dict:
+    """Compute- and memory-bound estimate (ms) of the Numba path's forward+backward."""
+    from fastmed.kernels.sinkhorn_numba import PARALLEL_MIN_WORK
+
+    B, N, M, D = shape
+    entries = B * (2 * N * M + N * N + M * M)         # cost entries over the 4 terms (x-y and y-x share C_xy)
+    exps = entries * (n_eps + 3)                       # initial step, n_eps steps, last extrapolation, backward
+    threads = min(rates["threads"], B) if entries * (n_eps + 2) >= PARALLEL_MIN_WORK else 1
+    exp_ms = exps * rates["exp_ns_per_element_1_thread"] * 1e-6 / threads
+    gemm_flop = 2 * B * D * (N * M + N * N + M * M) + 2 * B * D * (2 * N * M + N * N + M * M)
+    gemm_ms = gemm_flop / (rates["bmm_gflop_s"] * 1e9) * 1e3
+    # float32 bytes: the 3 cost blocks and the 4 gradient blocks each written and read once; points read, gradients written
+    moved = 8 * B * (N * M + N * N + M * M) + 8 * B * (2 * N * M + N * N + M * M) + 12 * B * (N + M) * D
+    memory_ms = moved / (rates["copy_gb_s"] * 1e9) * 1e3
+    return {"exps": exps, "exp_ms": round(exp_ms, 3), "gemm_gflop": round(gemm_flop / 1e9, 3), "gemm_ms": round(gemm_ms, 3),
+            "bytes_moved": moved, "memory_ms": round(memory_ms, 3), "bound_ms": round(max(exp_ms + gemm_ms, memory_ms), 3),
+            "exp_threads": threads}
+
+
+# ---- peak memory ---------------------------------------------------------------------------------------------
+def peak_memory_mib(name: str, size_index: int, quick: bool, device: str) -> float | None:
     """Peak memory growth (MiB) of one forward+backward of ``name``, in a fresh process on the CPU."""
+    shape, params, normalized = (QUICK_SIZES if quick else SIZES)[size_index]
     if device.startswith("cuda"):
-        fn = variants()[name]
-        x, y = make_inputs(*shape, device)
+        x, y = make_inputs(shape, normalized, device)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        run_once(fn, x, y)
+        run_once(variants(params, 1)[name], x, y)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     if not Path("/proc/self/clear_refs").exists():
         return None
-    cmd = [sys.executable, __file__, "--memory-child", name, "--shape", ",".join(map(str, shape))]
+    cmd = [sys.executable, __file__, "--memory-child", name, "--size-index", str(size_index)] + (["--quick"] if quick else [])
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     try:
         return float(res.stdout.strip().splitlines()[-1])
@@ -156,88 +227,110 @@ def peak_memory_mib(name: str, shape: tuple, device: str) -> float | None:
         return None
 
 
-def _vm_hwm_kib() -> int:
+def _vm_kib(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1])
-    return 0
+    raise RuntimeError(f"{key} not in /proc/self/status")
 
 
-def memory_child(name: str, shape: tuple) -> None:
+def memory_child(name: str, size_index: int, quick: bool) -> None:
     torch.set_num_threads(1)
-    fn = variants()[name]
-    run_once(fn, *make_inputs(1, 4, 4, shape[3], "cpu"))  # imports and one-time set-up, on a tiny problem
-    x, y = make_inputs(*shape, "cpu")
+    shape, params, normalized = (QUICK_SIZES if quick else SIZES)[size_index]
+    fn = variants(params, 1)[name]
+    run_once(fn, *make_inputs((1, 4, 4, shape[3]), normalized))  # imports and one-time set-up, on a tiny problem
+    x, y = make_inputs(shape, normalized)
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    base = _vm_hwm_kib()
+    base = _vm_kib("VmRSS")
     run_once(fn, x, y)
-    print((_vm_hwm_kib() - base) / 1024)
+    print((_vm_kib("VmHWM") - base) / 1024)
+
+
+# ---- main ----------------------------------------------------------------------------------------------------
+def bench_size(i: int, shape: tuple, params: dict, normalized: bool, args, rates: dict) -> dict:
+    fns = variants(params, args.threads)
+    if shape[0] * shape[1] * shape[2] > 16 * 16:  # POT solves one problem per call in Python: smallest size only
+        fns.pop("POT sinkhorn_log", None)
+    x, y = make_inputs(shape, normalized, args.device)
+    small = shape[1] * shape[2] <= 64
+    reps = (5 if small else 3) if args.quick else (31 if small else 7)
+    t = time_variants(fns, x, y, args.device, reps, args.threads)
+    n_eps = len(epsilon_schedule(2, params["diameter"], params["blur"], params["scaling"]))
+    bound = numba_bound(shape, n_eps, rates) if args.device == "cpu" else None
+    anchor = t.get(ANCHOR)
+    rows = []
+    for name, secs in t.items():
+        mem = peak_memory_mib(name, i, args.quick, args.device) if "1 thread" not in name else None
+        rows.append({
+            "variant": name, "median_ms": round(secs * 1e3, 3),
+            "speedup_vs_geomloss": round(anchor / secs, 3) if anchor else None,
+            "peak_mem_mib": round(mem, 2) if mem is not None else None,
+            "time_vs_bound": round(secs * 1e3 / bound["bound_ms"], 2) if bound and name.startswith("fastmed numba") else None,
+        })
+        print(shape, rows[-1], flush=True)
+    return {"shape_BNMD": list(shape), **params, "normalized": normalized, "eps_steps": n_eps, "repeats": reps,
+            "agreement_vs_geomloss": agreement(fns, x, y), "bound": bound, "rows": rows}
+
+
+def markdown(res: dict) -> str:
+    r0 = res["throughputs"]
+    lines = [f"# Sinkhorn divergence, forward + backward ({res['device']}, {res['threads']} threads)", "",
+             f"{res['machine']}; after: {res['machine_after']}. Medians of interleaved repetitions, p=2.", ""]
+    if r0:
+        lines += [f"Measured here: Numba float32 exp {r0['exp_ns_per_element_1_thread']} ns/element on one thread, "
+                  f"torch.bmm {r0['bmm_gflop_s']} GFLOP/s, copy {r0['copy_gb_s']} GB/s. Bound of the Numba path = "
+                  "exps x exp time / threads + GEMM FLOPs / bmm rate (the memory bound is lower).", ""]
+    for s in res["sizes"]:
+        b, agr = s["bound"], s["agreement_vs_geomloss"]
+        head = f"## B, N, M, D = {s['shape_BNMD']}{' (L2-normalised, one polyp augment step)' if s['normalized'] else ''}"
+        lines += [head, "", f"blur {s['blur']}, scaling {s['scaling']}, diameter {s['diameter']} ({s['eps_steps']} eps steps), "
+                  f"{s['repeats']} repetitions."]
+        if agr:
+            lines[-1] += f" fastmed vs GeomLoss: value rel. diff {agr['value_rel_diff']:.1e}, grad x rel. diff {agr['grad_rel_diff']:.1e}."
+        if b:
+            lines[-1] += (f" Numba bound {b['bound_ms']} ms = exp {b['exp_ms']} ms ({b['exps']:.3g} exps, {b['exp_threads']} thread(s))"
+                          f" + GEMM {b['gemm_ms']} ms ({b['gemm_gflop']} GFLOP); memory {b['memory_ms']} ms.")
+        lines += ["", "| variant | median ms | speedup vs GeomLoss tensorized | peak mem MiB | x bound |", "|---|---|---|---|---|"]
+        for r in s["rows"]:
+            cells = [r["variant"], r["median_ms"], r["speedup_vs_geomloss"], r["peak_mem_mib"], r["time_vs_bound"]]
+            lines.append("| " + " | ".join("" if c is None else str(c) for c in cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="small shapes, few repetitions")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (fastmed's Numba path uses as many)")
+    ap.add_argument("--out", type=Path, default=None, help="folder for sinkhorn.{json,md} (default benchmarks/results)")
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
-    ap.add_argument("--shape", help=argparse.SUPPRESS)
+    ap.add_argument("--size-index", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
-        memory_child(args.memory_child, tuple(int(s) for s in args.shape.split(",")))
-        return
+        return memory_child(args.memory_child, args.size_index, args.quick)
+    if args.quick and args.out is None:
+        ap.error("--quick needs --out (quick numbers never replace benchmarks/results)")
+    if args.threads < 1:
+        ap.error(f"--threads must be >= 1, got {args.threads}")
+    out = args.out or RESULTS
     torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda"):
-        shapes = [(8, 256, 256, 64), (64, 256, 256, 512), (16, 1024, 1024, 32)]
-    elif args.quick:
-        shapes = [(4, 64, 64, 16)]
-    else:
-        # (12, 8, 8, 576): one step of `polyp augment` (12 problems, 2 x 4 images per class, MobileNet features)
-        shapes = [(12, 8, 8, 576), (8, 128, 128, 32), (4, 256, 256, 128)]
-    reps = 3 if args.quick else 7
-    fns = variants()
-    rows = []
-    for shape in shapes:
-        B, N, M, _ = shape
-        # POT solves one problem per call in a Python loop: only on the smaller shapes
-        shape_fns = {k: f for k, f in fns.items() if not (k.startswith("POT") and B * N * M > 8 * 128 * 128)}
-        t = time_variants(shape_fns, shape, args.device, reps)
-        diff = check_agreement(shape_fns, shape, args.device)
-        anchor = t.get("geomloss tensorized")
-        for name, secs in t.items():
-            rows.append({
-                "shape_BNMD": list(shape), "variant": name, "median_ms": round(secs * 1e3, 2),
-                "speedup_vs_geomloss_tensorized": round(anchor / secs, 3) if anchor else None,
-                "peak_mem_mib": (round(m, 1) if (m := peak_memory_mib(name, shape, args.device)) is not None else None),
-                "max_abs_diff_vs_geomloss": diff if name == "fastmed" else None,
-            })
-            print(rows[-1], flush=True)
-    meta = {
-        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
-        "cpu": platform.processor() or platform.machine(), "threads": args.threads, "reps": reps,
-        "torch": torch.__version__, "python": platform.python_version(),
-        "blur": BLUR, "scaling": SCALING, "diameter": DIAMETER, "p": 2,
-        "eps_steps": len(epsilon_schedule(2, DIAMETER, BLUR, SCALING)),
-        "note": machine_note() + "; medians of interleaved repetitions",
-    }
-    for mod in ("geomloss", "ot", "triton"):
+    machine = machine_note()  # load read before anything runs
+    rates = throughputs(args.threads) if args.device == "cpu" else {}
+    sizes = [bench_size(i, *s, args, rates) for i, s in enumerate(QUICK_SIZES if args.quick else SIZES)]
+    res = {"device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
+           "cpu": platform.processor() or platform.machine(), "threads": args.threads, "quick": args.quick,
+           "machine": machine, "machine_after": machine_note(), "throughputs": rates,
+           "versions": {"torch": torch.__version__, "python": platform.python_version()}, "sizes": sizes}
+    for mod in ("numba", "geomloss", "ot"):
         try:
-            meta[mod] = __import__(mod).__version__
+            res["versions"][mod] = __import__(mod).__version__
         except ImportError:
             pass
-    RESULTS.mkdir(exist_ok=True)
-    stem = "sinkhorn_quick" if args.quick else "sinkhorn"
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = [
-        f"# Sinkhorn divergence, forward + backward ({meta['device']}, {args.threads} threads)", "",
-        f"p=2, blur={BLUR}, scaling={SCALING}, diameter={DIAMETER} ({meta['eps_steps']} eps steps); {meta['note']}.", "",
-        "| B, N, M, D | variant | median ms | speedup vs GeomLoss tensorized | peak mem MiB | max abs diff vs GeomLoss |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(f"| {r['shape_BNMD']} | {r['variant']} | {r['median_ms']} | {r['speedup_vs_geomloss_tensorized']} "
-                     f"| {r['peak_mem_mib']} | {r['max_abs_diff_vs_geomloss'] if r['max_abs_diff_vs_geomloss'] is not None else ''} |")
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {RESULTS / stem}.json and .md")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sinkhorn.json").write_text(json.dumps(res, indent=1) + "\n")
+    (out / "sinkhorn.md").write_text(markdown(res))
+    print(f"wrote {out / 'sinkhorn.json'} and .md")
 
 
 if __name__ == "__main__":
