@@ -56,7 +56,7 @@ class SegReweightConfig(SegTrainOptions):
     gamma_init: float = opt(1.0, "initial weight of every rough image, in [0, 1]")
     tau: int = opt(5, "update the weights every tau steps")
     beta: float = opt(0.2, "weight step size (per update, in units of the normalized dot product)")
-    update_rule: str = opt("centered", "gamma step from d_k = g_S.g_k: raw (beta*d_k), scaled (beta*d_k/mean|d|), "
+    update_rule: str = opt("ratio", "gamma step from d_k = g_S.g_k: raw (beta*d_k), scaled (beta*d_k/mean|d|), "
                            "centered (beta*(d_k - mean d)/mean|d_k - mean d|: agreement relative to the pool), "
                            "ratio (beta*clip(d_k/median d - 1/2, -1, 1): lowered only below half the pool's median agreement)",
                            choices=("raw", "scaled", "centered", "ratio"))

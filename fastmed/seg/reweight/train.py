@@ -2,13 +2,16 @@
 
 Per step: an exact batch and a rough batch give ``mean exact loss + mean(gamma_k * rough loss_k)``;
 with ``--mixing`` a main and an auxiliary U-Net (different initialisations) are trained side by
-side, each also on mixed images with ``sum gamma_i l_i + gamma_j l_j + lambda (gamma_i + gamma_j)/2 r_ij``
+side, both also on mixed images with ``sum gamma_i l_i + gamma_j l_j + lambda (gamma_i + gamma_j)/2 r_ij``
 (``l_i``/``l_j``: loss on the region taken from image i/j against its label; ``r_ij``: loss
-against the other model's pseudo-label of the mixed image). Every ``tau`` steps the weights move
-by the per-image gradient agreement with an exact batch (``weights.GammaTable``).
+against the other model's pseudo-label of the mixed image). ``--mix-regions split`` (the
+default, claim 8): ``l_i`` is the main model's loss and ``l_j`` the auxiliary's; ``both``: each
+model takes both. Every ``tau`` steps the weights move by the per-image gradient agreement with
+an exact batch (``weights.GammaTable``); ``--oracle-gamma`` fixes them from meta.csv instead.
 
-The run folder gets the engine's files (config, metrics.jsonl, weights/, curves.png) and
-``gamma_history.csv``, ``gamma.png``, ``overlays/`` (validation predictions) and ``summary.json``.
+The run folder gets the engine's files (config, metrics.jsonl with ``train/dot_*``, weights/,
+curves.png) and ``gamma_history.csv``, ``gamma.png``, ``gamma_dots.csv`` and ``gamma_dots.png``
+(the distribution of d_k = g_S . g_k per update), ``overlays/`` (validation predictions) and ``summary.json``.
 """
 from __future__ import annotations
 
@@ -30,9 +33,10 @@ from fastmed.seg.data import SegDataset, SegItem, scan_seg_split, seg_splits
 from fastmed.seg.metrics import segmentation_metrics
 from fastmed.seg.predict import overlay_mask, predict_masks
 from fastmed.seg.losses import seg_loss, soft_dice_loss
+from fastmed.seg.reweight.dot_log import dot_quantiles, write_dot_history
 from fastmed.seg.reweight.losses import region_bce
 from fastmed.seg.reweight.mixing import mix, sample_pairs
-from fastmed.seg.reweight.plots import plot_gamma, write_overlays
+from fastmed.seg.reweight.plots import plot_dots, plot_gamma, write_overlays
 from fastmed.seg.reweight.weights import GammaTable, gradient_dots, mean_gradient, separation_auc
 
 
@@ -108,6 +112,12 @@ class ReweightTask:
         self.rough = SegDataset(rough, cfg.image_size, "rough")
         self.val = SegDataset(val, cfg.image_size, "mask")
         self.gammas = GammaTable(len(rough), cfg.gamma_init)
+        if cfg.oracle_gamma and rough:
+            wrong = rough_wrong_labels(rough)
+            if wrong is None:
+                raise DataError("--oracle-gamma needs a meta.csv column rough_wrong for every rough image")
+            self.gammas = GammaTable(len(rough), 1.0)
+            self.gammas.gamma[torch.from_numpy(wrong)] = 0.0
         torch.manual_seed(cfg.seed)
         self.models = [UNet(**self.arch_kwargs).to(device)]
         if cfg.mixing:
@@ -159,18 +169,26 @@ class ReweightTask:
                 "x": mix(region, x_all[i], x_all[j]).to(self.device), "y": mix(region, y_all[i], y_all[j]).to(self.device),
                 "gi": w_all[i].to(self.device), "gj": w_all[j].to(self.device)}
 
-    def mixed_loss(self, model, other, m: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``mean over pairs of gamma_i l_i + gamma_j l_j + lambda (gamma_i + gamma_j)/2 r_ij``."""
+    def mixed_loss(self, model, other, m: dict[str, torch.Tensor], k: int) -> torch.Tensor:
+        """Model ``k``'s (0: main, 1: auxiliary) part of ``mean over pairs of gamma_i l_i + gamma_j l_j + lambda (gamma_i + gamma_j)/2 r_ij``.
+
+        ``split``: ``gamma_i l_i`` for the main model, ``gamma_j l_j`` for the auxiliary (the two parts sum
+        to the objective once); ``both``: each model takes both. ``r_ij`` (against ``other``'s pseudo-label
+        of the mixed image, i.e. cross pseudo-labels) goes to both models in either case.
+        """
         with torch.no_grad():
             pseudo = (mix(m["region"], torch.sigmoid(self._logits(other, m["xi"])), torch.sigmoid(self._logits(other, m["xj"]))) > 0.5).float()
         logits = self._logits(model, m["x"])
-        l_i = region_bce(logits, m["y"], m["region"])
-        l_j = region_bce(logits, m["y"], 1 - m["region"])
+        own = torch.zeros_like(m["gi"])
+        if self.cfg.mix_regions == "both" or k == 0:
+            own = own + m["gi"] * region_bce(logits, m["y"], m["region"])
+        if self.cfg.mix_regions == "both" or k == 1:
+            own = own + m["gj"] * region_bce(logits, m["y"], 1 - m["region"])
         r_ij = region_bce(logits, pseudo, torch.ones_like(pseudo))
-        return (m["gi"] * l_i + m["gj"] * l_j + self.cfg.lam * (m["gi"] + m["gj"]) / 2 * r_ij).mean()
+        return (own + self.cfg.lam * (m["gi"] + m["gj"]) / 2 * r_ij).mean()
 
-    def update_gammas(self) -> None:
-        """gamma_k <- clip(gamma_k + beta g_S . g_k) on all rough images or a sampled pool."""
+    def update_gammas(self) -> dict[str, float]:
+        """gamma_k <- clip(gamma_k + beta g_S . g_k) on all rough images or a sampled pool; return ``dot_quantiles`` of the d_k."""
         model = self.models[0]
         idx_e = torch.randint(len(self.exact), (min(self.cfg.exact_batch, len(self.exact)),), generator=self.gen)
         loss_fn = soft_dice_loss if self.cfg.gamma_loss == "dice" else seg_loss
@@ -179,6 +197,7 @@ class ReweightTask:
         pool = torch.randperm(n, generator=self.gen)[: self.cfg.pool_size] if 0 < self.cfg.pool_size < n else torch.arange(n)
         dots = gradient_dots(model, loss_fn, *self._take(self.rough, pool, False), g_s)
         self.gammas.step(pool, dots, self.cfg.beta, self.cfg.update_rule, self.step_count)
+        return dot_quantiles(self.gammas.dot_history[-1][2])
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         xe, ye = self._take(self.exact, batch["exact"], self.cfg.augment)
@@ -192,7 +211,7 @@ class ReweightTask:
             model.train()
             loss = self.supervised_loss(model, xe, ye, xr, yr, gamma)
             if m is not None:
-                mixed = self.mixed_loss(model, self.models[1 - k], m)
+                mixed = self.mixed_loss(model, self.models[1 - k], m, k)
                 loss = loss + mixed
                 out["mixed" if k == 0 else "mixed_aux"] = float(mixed.detach())
             opt.zero_grad(set_to_none=True)
@@ -200,8 +219,8 @@ class ReweightTask:
             opt.step()
             out["loss" if k == 0 else "loss_aux"] = float(loss.detach())
         self.step_count += 1
-        if self.cfg.update_gamma and len(self.rough) and self.step_count % self.cfg.tau == 0:
-            self.update_gammas()
+        if self.cfg.update_gamma and not self.cfg.oracle_gamma and len(self.rough) and self.step_count % self.cfg.tau == 0:
+            out.update(self.update_gammas())
         if len(self.rough):
             out["gamma_mean"] = float(self.gammas.gamma.mean())
         return out
@@ -284,6 +303,9 @@ def train(cfg) -> RunSummary:
         write_gamma_history(run.path / "gamma_history.csv", task.gammas, rough)
         wrong = rough_wrong_labels(rough)
         plot_gamma(task.gammas.history, run.path / "gamma.png", wrong)
+        if task.gammas.dot_history:
+            write_dot_history(run.path / "gamma_dots.csv", task.gammas.dot_history, wrong)
+            plot_dots(task.gammas.dot_history, run.path / "gamma_dots.png", wrong)
         if wrong is not None:
             extra["gamma_auc"] = separation_auc(task.gammas.gamma.numpy(), wrong)
             extra["gamma_mean_wrong"] = float(task.gammas.gamma.numpy()[wrong].mean()) if wrong.any() else None
