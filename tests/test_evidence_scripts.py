@@ -75,6 +75,20 @@ def test_seg_reweight_evidence_quick(tmp_path):
     assert max(row["dice"][0] for row in table.values()) >= 0.5, table
 
 
+def test_seg_reweight_rules_quick(tmp_path):
+    out = _quick("seg_reweight_rules.py", tmp_path)
+    res = json.loads((out / "seg_reweight_rules.json").read_text())
+    assert (out / "seg_reweight_rules.md").stat().st_size > 0
+    clean, wrong = res["table"]["0.0"], res["table"]["0.4"]
+    assert set(clean) == {"gamma1", "raw", "centered", "ratio"}
+    assert set(wrong) == {"gamma1", "raw", "centered", "ratio", "oracle", "claimed", "claimed_both_regions"}
+    assert wrong["oracle"]["gamma_auc"][0] == 1.0 and wrong["gamma1"]["gamma_auc"][0] == 0.5
+    # clean pool: ratio keeps the right masks' weights (quick run, seed 0: 1.00), centered lowers some (0.90)
+    assert clean["ratio"]["gamma_mean_right"][0] >= 0.8 and clean["ratio"]["gamma_mean_right"][0] >= clean["centered"]["gamma_mean_right"][0]
+    # with 40 % wrong masks every updating rule ranks them below the right ones (quick run: AUC 0.92-1.0)
+    assert all(wrong[v]["gamma_auc"][0] >= 0.75 for v in ("raw", "centered", "ratio", "claimed")), wrong
+
+
 def test_seg_contour_evidence_quick(tmp_path):
     out = _quick("seg_contour_evidence.py", tmp_path)
     res = json.loads((out / "seg_contour_evidence.json").read_text())
