@@ -27,7 +27,7 @@ mean +- sd over seeds and the paired difference against gamma1 of the same seed 
 against ratio, claimed against claimed_both_regions). Writes
 ``benchmarks/results/seg_reweight_rules.{json,md}``.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/seg_reweight_rules.py [--seeds 0,1,2,3,4] [--epochs 12]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/seg_reweight_rules.py [--seeds 0,1,2,3,4] [--epochs 12] [--cache runs.jsonl]
     .venv/bin/python benchmarks/seg_reweight_rules.py --quick   # smoke run into a temporary folder
 """
 from __future__ import annotations
@@ -59,6 +59,7 @@ VARIANTS = {  # name -> (wrong fractions it runs at, options)
 }
 PAIRS = [("claimed", "ratio"), ("claimed", "claimed_both_regions")]  # extra paired differences at 0.4
 RAW_BETAS = (1.0, 3.0, 10.0)
+SETTINGS = ("epochs", "lr", "n_train", "n_exact", "image_size", "base_width")  # the run options a cached result depends on
 TUNE_SEED = 100
 
 
@@ -69,7 +70,11 @@ def mean_sd(values: list[float | None]) -> tuple[float, float]:
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
-def run_one(data: Path, out: Path, seed: int, args, opts: dict) -> dict:
+def run_one(data: Path, out: Path, seed: int, args, opts: dict, cache: dict[str, dict]) -> dict:
+    """One training run's numbers; taken from ``cache`` (and appended to ``args.cache``) by its settings."""
+    key = json.dumps({"seed": seed, "data": data.name, **opts, **{k: getattr(args, k) for k in SETTINGS}}, sort_keys=True)
+    if key in cache:
+        return cache[key]
     cfg = SegReweightConfig(data=str(data), out=str(out), seed=seed, device="cpu", progress=False, epochs=args.epochs,
                             lr=args.lr, image_size=args.image_size, base_width=args.base_width, n_exact=args.n_exact,
                             overlays=0, **opts)
@@ -77,9 +82,13 @@ def run_one(data: Path, out: Path, seed: int, args, opts: dict) -> dict:
     t0 = time.perf_counter()
     s = train(cfg)
     m = s.metrics
-    return {"test_dice": m["test/dice"], "best_val_dice": s.best, "gamma_auc": m.get("gamma_auc"),
-            "gamma_mean_right": m.get("gamma_mean_right"), "gamma_mean_wrong": m.get("gamma_mean_wrong"),
-            "seconds": round(time.perf_counter() - t0, 1)}
+    cache[key] = {"test_dice": m["test/dice"], "best_val_dice": s.best, "gamma_auc": m.get("gamma_auc"),
+                  "gamma_mean_right": m.get("gamma_mean_right"), "gamma_mean_wrong": m.get("gamma_mean_wrong"),
+                  "seconds": round(time.perf_counter() - t0, 1)}
+    if args.cache:
+        with open(args.cache, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"key": key, "result": cache[key]}) + "\n")
+    return cache[key]
 
 
 def summarize(runs: list[dict], fraction: float, name: str, base: str | None) -> dict:
@@ -128,6 +137,9 @@ def main() -> None:
     ap.add_argument("--base-width", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy 2-core machine)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (data and run folders)")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants (gamma1 always runs)")
+    ap.add_argument("--cache", help="JSON-lines file of finished runs: reused by their settings, new ones appended "
+                                    "(an interrupted table continues where it stopped)")
     add_quick_options(ap, "1 seed, 24 training images, 3 epochs")
     args = ap.parse_args()
     if args.quick:
@@ -135,28 +147,37 @@ def main() -> None:
     out = results_folder(args, "seg_reweight_rules")
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"--variants: unknown {sorted(unknown)}; choose from {list(VARIANTS)}")
+    variants = {k: v for k, v in VARIANTS.items() if k == "gamma1" or k in args.variants.split(",")}
     work = Path(tempfile.mkdtemp(prefix="seg_reweight_rules_"))
+    cache: dict[str, dict] = {}
+    if args.cache and Path(args.cache).exists():
+        rows = [json.loads(line) for line in Path(args.cache).read_text(encoding="utf-8").splitlines() if line.strip()]
+        cache = {r["key"]: r["result"] for r in rows}
     note = machine_note()
     t_all = time.perf_counter()
-    data = {f: make_seg_dataset(work / f"seg_{f}", {"train": args.n_train, "val": 16, "test": 32}, seed=123, size=64,
+    data = {f: make_seg_dataset(work / f"seg_{f:g}", {"train": args.n_train, "val": 16, "test": 32}, seed=123, size=64,
                                 wrong_fraction=f) for f in (0.0, 0.4)}
     tuning = []
     for beta in RAW_BETAS[:1] if args.quick else RAW_BETAS:
-        r = run_one(data[0.4], work / "runs" / f"tune_raw_b{beta:g}", TUNE_SEED, args, {**VARIANTS["raw"][1], "beta": beta})
+        r = run_one(data[0.4], work / "runs" / f"tune_raw_b{beta:g}", TUNE_SEED, args, {**VARIANTS["raw"][1], "beta": beta}, cache)
         tuning.append({"beta": beta, "seed": TUNE_SEED, **r})
         print(json.dumps(tuning[-1]), flush=True)
     raw_beta = max(tuning, key=lambda r: r["best_val_dice"])["beta"]
     runs = []
-    for seed in seeds:
-        for name, (fractions, opts) in VARIANTS.items():
-            opts = {**opts, "beta": raw_beta} if name == "raw" else opts
+    for name, (fractions, opts) in variants.items():  # variant by variant: an interrupted run leaves whole rows in the cache
+        opts = {**opts, "beta": raw_beta} if name == "raw" else opts
+        for seed in seeds:
             for f in fractions:
-                r = run_one(data[f], work / "runs" / f"{name}_f{f}_s{seed}", seed, args, opts)
+                r = run_one(data[f], work / "runs" / f"{name}_f{f}_s{seed}", seed, args, opts, cache)
                 runs.append({"variant": name, "fraction": f, "seed": seed, **r})
                 print(json.dumps(runs[-1]), flush=True)
     table = {str(f): {name: summarize(runs, f, name, None if name == "gamma1" else "gamma1")
-                      for name, (fractions, _) in VARIANTS.items() if f in fractions} for f in (0.0, 0.4)}
-    pairs = [{"variant": x, "baseline": y, "fraction": 0.4, "dice_diff": summarize(runs, 0.4, x, y)["dice_diff"]} for x, y in PAIRS]
+                      for name, (fractions, _) in variants.items() if f in fractions} for f in (0.0, 0.4)}
+    pairs = [{"variant": x, "baseline": y, "fraction": 0.4, "dice_diff": summarize(runs, 0.4, x, y)["dice_diff"]}
+             for x, y in PAIRS if x in variants and y in variants]
     res = {"setup": {**{k: v for k, v in vars(args).items() if k != "out"}, "seeds": seeds, "n_val": 16, "n_test": 32,
                      "data_seed": 123, "beta_other_rules": SegReweightConfig(data="x").beta},
            "machine": note, "total_seconds": round(time.perf_counter() - t_all, 1),
