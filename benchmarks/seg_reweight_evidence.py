@@ -45,24 +45,30 @@ VARIANTS = {
 }
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    vals = [v for v in values if v == v]
+def mean_sd(values: list[float | None]) -> tuple[float, float]:
+    """Mean and sd of the values that are neither None nor NaN (NaN, NaN without any)."""
+    vals = [v for v in values if v is not None and v == v]
     if not vals:
         return float("nan"), float("nan")
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--epochs", type=int, default=20)
+def add_run_options(ap: argparse.ArgumentParser, epochs: int) -> None:
+    """The data and training sizes both seg-reweight evidence scripts take (and ``--threads``)."""
+    ap.add_argument("--epochs", type=int, default=epochs)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--n-train", type=int, default=60)
     ap.add_argument("--n-exact", type=int, default=4)
-    ap.add_argument("--wrong-fraction", type=float, default=0.4)
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--base-width", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy 2-core machine)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", default="0,1,2")
+    add_run_options(ap, epochs=20)
+    ap.add_argument("--wrong-fraction", type=float, default=0.4)
     ap.add_argument("--name", default="seg_reweight_evidence", help="result file stem")
     add_quick_options(ap, "1 seed, 40 training images, 15 epochs")
     args = ap.parse_args()
@@ -94,11 +100,11 @@ def main() -> None:
     for name in VARIANTS:
         rs = [r for r in runs if r["variant"] == name]
         table[name] = {
-            "dice": _mean_sd([r["test_dice"] for r in rs]),
-            "iou": _mean_sd([r["test_iou"] for r in rs]),
-            "gamma_auc": _mean_sd([r["gamma_auc"] for r in rs if r["gamma_auc"] is not None]),
-            "gamma_wrong": _mean_sd([r["gamma_mean_wrong"] for r in rs if r["gamma_mean_wrong"] is not None]),
-            "gamma_right": _mean_sd([r["gamma_mean_right"] for r in rs if r["gamma_mean_right"] is not None]),
+            "dice": mean_sd([r["test_dice"] for r in rs]),
+            "iou": mean_sd([r["test_iou"] for r in rs]),
+            "gamma_auc": mean_sd([r["gamma_auc"] for r in rs if r["gamma_auc"] is not None]),
+            "gamma_wrong": mean_sd([r["gamma_mean_wrong"] for r in rs if r["gamma_mean_wrong"] is not None]),
+            "gamma_right": mean_sd([r["gamma_mean_right"] for r in rs if r["gamma_mean_right"] is not None]),
         }
     result = {
         "setup": {**vars(args), "seeds": seeds, "n_val": 16, "n_test": 32, "data_seed": 123, "method_defaults": {

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from pathlib import Path
 import torch
 from machine_note import machine_note  # benchmarks/ is on sys.path
 from quick import add_quick_options, results_folder, write_results
+from seg_reweight_evidence import add_run_options, mean_sd
 
 from fastmed.cfg.seg import SegReweightConfig
 from fastmed.data.synthetic.seg import make_seg_dataset
@@ -61,13 +61,6 @@ PAIRS = [("claimed", "ratio"), ("claimed", "claimed_both_regions")]  # extra pai
 RAW_BETAS = (1.0, 3.0, 10.0)
 SETTINGS = ("epochs", "lr", "n_train", "n_exact", "image_size", "base_width")  # the run options a cached result depends on
 TUNE_SEED = 100
-
-
-def mean_sd(values: list[float | None]) -> tuple[float, float]:
-    vals = [v for v in values if v is not None and v == v]
-    if not vals:
-        return float("nan"), float("nan")
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
 def run_one(data: Path, out: Path, seed: int, args, opts: dict, cache: dict[str, dict]) -> dict:
@@ -129,13 +122,7 @@ def markdown(res: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0,1,2,3,4")
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--n-train", type=int, default=60)
-    ap.add_argument("--n-exact", type=int, default=4)
-    ap.add_argument("--image-size", type=int, default=32)
-    ap.add_argument("--base-width", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy 2-core machine)")
+    add_run_options(ap, epochs=12)
     ap.add_argument("--keep", action="store_true", help="keep the work folder (data and run folders)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants (gamma1 always runs)")
     ap.add_argument("--cache", help="JSON-lines file of finished runs: reused by their settings, new ones appended "
