@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
 from quick import add_quick_options, results_folder, write_results  # benchmarks/quick.py
+from seg_contour_evidence import endless  # benchmarks/seg_contour_evidence.py
 
 # variant -> SegContourConfig overrides
 VARIANTS = {
@@ -54,11 +55,6 @@ VARIANTS = {
     "per_object": {"corr_weight": 1.0, "corr_mode": "both", "object_slots": 2},
 }
 METRICS = ("dice", "hd95", "sep_error", "sep_error_ridge")
-
-
-def endless(loader):
-    while True:
-        yield from loader
 
 
 def run_one(data: Path, n_train: int, seed: int, variant: str, args) -> tuple[dict, object]:

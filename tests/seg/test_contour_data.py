@@ -153,3 +153,20 @@ def test_dataset_scores_against_exact_masks_and_pads_objects(imprecise_sets):
     assert x["obj_masks"].shape == (3, 48, 48) and x["obj_valid"].tolist() == [True, True, False]
     assert float(x["obj_masks"][2].abs().sum()) == 0 and float(x["obj_corrs"][1].max()) > 0.99
     torch.testing.assert_close(x["obj_masks"].amax(0), x["mask"][0])  # the objects' union is the mask
+
+
+def test_synth_cli_writes_imprecise_outlines_and_touching_pairs(tmp_path):
+    from fastmed.cli import main
+
+    base = ["synth", "--size", "tiny", "--parts", "seg", "--image-size", "48"]
+    assert main(base + ["--out", str(tmp_path / "exact")]) == 0
+    assert main(base + ["--out", str(tmp_path / "rough"), "--contour-vertices", "16", "--contour-jitter", "3",
+                        "--touching", "0.5"]) == 0
+    exact, rough = (scan_seg_split(tmp_path / name / "seg" / "train").items for name in ("exact", "rough"))
+    assert all(it.meta["contour_error_px"] == "0.0" and it.meta["touching"] == "0" for it in exact)
+    assert np.mean([float(it.meta["contour_error_px"]) for it in rough]) > 0.8
+    assert any(it.meta["touching"] == "1" for it in rough)
+    marker = (tmp_path / "rough" / "seg" / ".complete").read_text()
+    assert "contour_jitter=3.0" in marker and "touching=0.5" in marker  # other options write other data
+    for bad in (["--contour-vertices", "2"], ["--touching", "1.5"], ["--contour-jitter", "-1"]):
+        assert main(base + ["--out", str(tmp_path / "bad")] + bad) == 2, bad

@@ -27,8 +27,12 @@ SIZES = {
 PARTS = ("polyp", "seg", "slides")
 
 
-def make_synthetic(root: str | os.PathLike, seed: int = 0, size: str = "small", parts: Sequence[str] = PARTS, shift: float = 1.0, image_size: int = 64) -> Path:
+def make_synthetic(root: str | os.PathLike, seed: int = 0, size: str = "small", parts: Sequence[str] = PARTS, shift: float = 1.0,
+                   image_size: int = 64, seg_outlines: dict | None = None) -> Path:
     """Write the requested ``parts`` under ``root``; return ``root``.
+
+    ``seg_outlines``: imprecise-outline options of ``make_seg_dataset``
+    (``contour_vertices``, ``contour_jitter``, ``touching``).
 
     A part whose folder already holds a ``.complete`` marker for the same
     arguments is left as is, so repeated demo runs reuse their data.
@@ -43,12 +47,14 @@ def make_synthetic(root: str | os.PathLike, seed: int = 0, size: str = "small", 
     for part in parts:
         marker = root / part / ".complete"
         stamp = f"seed={seed} size={size} shift={shift} image_size={image_size}"
+        if part == "seg" and seg_outlines:
+            stamp += "".join(f" {k}={v}" for k, v in sorted(seg_outlines.items()))
         if marker.exists() and marker.read_text() == stamp:
             continue
         if part == "polyp":
             make_polyp_dataset(root / "polyp", spec["polyp"], seed=seed, size=image_size, shift=shift)
         elif part == "seg":
-            make_seg_dataset(root / "seg", spec["seg"], seed=seed, size=image_size)
+            make_seg_dataset(root / "seg", spec["seg"], seed=seed, size=image_size, **(seg_outlines or {}))
         else:
             n, h, w = spec["slides"]
             make_slides(root / "slides", n, seed=seed, height=h, width=w)
@@ -59,6 +65,9 @@ def make_synthetic(root: str | os.PathLike, seed: int = 0, size: str = "small", 
 def run_synth(cfg) -> int:
     """CLI runner of ``fastmed synth``."""
     t0 = time.perf_counter()
-    root = make_synthetic(cfg.out, seed=cfg.seed, size=cfg.size, parts=cfg.parts, shift=cfg.shift, image_size=cfg.image_size)
+    given = {"contour_vertices": cfg.contour_vertices, "contour_jitter": cfg.contour_jitter, "touching": cfg.touching}
+    outlines = {k: v for k, v in given.items() if v}
+    root = make_synthetic(cfg.out, seed=cfg.seed, size=cfg.size, parts=cfg.parts, shift=cfg.shift, image_size=cfg.image_size,
+                          seg_outlines=outlines)
     print(f"wrote synthetic data ({cfg.size}, seed {cfg.seed}) to {root} in {time.perf_counter() - t0:.1f} s: {', '.join(cfg.parts)}")
     return 0
