@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from fastmed.data.folders import ClassFolderDataset, Sample
 from fastmed.data.images import read_image
 from fastmed.data.transforms import classification_transform
+from fastmed.engine import distributed
 from fastmed.engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD, make_checkpoint
 from fastmed.engine.device import autocast
 from fastmed.engine.metrics import accuracy, confusion_matrix, macro_f1
@@ -27,6 +28,9 @@ from fastmed.errors import DataError
 
 class ClassifierTask:
     """Cross-entropy training of a registered classifier on class-folder samples.
+
+    ``batch_size`` is the global batch: under torchrun each rank takes its share
+    (``engine.distributed``).
 
     ``evaluate`` reports ``loss``, ``acc`` and ``macro_f1`` on ``val_samples``
     and keeps the last confusion matrix in ``self.last_confusion``.
@@ -54,13 +58,13 @@ class ClassifierTask:
         task: str = "polyp",
         meta: dict[str, Any] | None = None,
     ):
-        self.model = model.to(device)
+        self.model = distributed.wrap_model(model.to(device), device, distributed.per_rank_batch(batch_size))
         self.arch, self.arch_kwargs, self.class_names = arch, dict(arch_kwargs), list(class_names)
         self.image_size, self.device, self.amp, self.task, self.meta = image_size, device, amp, task, dict(meta or {})
         gen = torch.Generator().manual_seed(seed)
         train_ds = ClassFolderDataset(train_samples, classification_transform(image_size, train=augment))
         val_ds = ClassFolderDataset(val_samples, classification_transform(image_size, train=False))
-        self.train_loader = torch.utils.data.DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=len(train_ds) > batch_size, num_workers=workers, generator=gen)
+        self.train_loader = distributed.train_loader(train_ds, batch_size=batch_size, shuffle=True, drop_last=len(train_ds) > batch_size, num_workers=workers, generator=gen)
         self.val_loader = torch.utils.data.DataLoader(val_ds, batch_size=max(batch_size, 64), num_workers=workers)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
         self.base_lr, self.step, self.total_steps = lr, 0, max(1, epochs * len(self.train_loader))

@@ -23,6 +23,13 @@ checkpoints (refusing to replace a run unasked is ``training_run``'s job).
 ``resume`` continues after the epoch recorded in ``weights/last.pt``, once its
 class names, architecture and input size match the task's; ``epochs`` must be
 above the finished count. Ctrl-C raises ``errors.RunInterrupted`` naming the folder.
+
+Under torchrun (``engine.distributed``) every rank runs the loop: the train
+loader's sampler gets ``set_epoch(epoch)``, the train averages are taken over
+every rank's steps, and rank 0's validation record (each rank evaluates the
+whole validation set with the same weights) is the one every rank uses, so
+the best-epoch decision is the same everywhere. Rank 0 alone writes; a resume
+reads rank 0's ``weights/last.pt`` and sends it to the others.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ import time
 from collections import defaultdict
 from typing import Any, Iterable, Protocol
 
+from fastmed.engine import distributed
 from fastmed.engine.checkpoint import load_checkpoint, save_checkpoint
 from fastmed.engine.plots import plot_curves
 from fastmed.engine.progress import progress
@@ -86,37 +94,42 @@ class FitLoop:
     def fit(self, task: TrainTask, resume: bool = False) -> list[dict[str, Any]]:
         """Train; return the metric records of all epochs (resumed ones included)."""
         start, best = 1, None
+        main = distributed.is_main()
         if resume:
-            if not self.run.last.exists():
+            ckpt = distributed.broadcast_object(load_checkpoint(self.run.last) if main and self.run.last.exists() else None)
+            if ckpt is None:
                 raise FastmedError(f"resume requested but {self.run.last} does not exist")
-            ckpt = load_checkpoint(self.run.last)
             _check_same_model(ckpt, task.checkpoint(), self.run.last)
             state = ckpt.get("train_state") or {}
             done = int(state.get("epoch", 0))
             if done >= self.epochs:
                 raise FastmedError(f"--epochs {self.epochs} is not above the {done} epoch(s) already finished in {self.run.path}; "
                                    "give a larger --epochs to continue")
-            self.run.truncate_metrics(done)  # also drops a line torn by a kill during its append
+            if main:
+                self.run.truncate_metrics(done)  # also drops a line torn by a kill during its append
             task.load_state_dict({"model": ckpt["model"], **state.get("task", {})})
             start, best = done + 1, state.get("best")
             print(f"resuming from epoch {start} of {self.epochs} ({done} finished); run {self.run.path}")
-        else:
+        elif main:
             self.run.clear_results()
-        if self.config is not None:
+        if self.config is not None and main:
             self.run.save_config(self.config)
         try:
             self._epochs(task, start, best)
         except KeyboardInterrupt as exc:
             raise RunInterrupted(str(self.run.path), resumable=self.run.last.exists()) from exc
-        return self.run.read_metrics()
+        return distributed.broadcast_object(self.run.read_metrics() if main else None)
 
     def _epochs(self, task: TrainTask, start: int, best: float | None) -> None:
         last_plot = time.perf_counter()
+        main = distributed.is_main()
         for epoch in range(start, self.epochs + 1):
             t0 = time.perf_counter()
             sums: dict[str, float] = defaultdict(float)
             counts: dict[str, int] = defaultdict(int)
-            bar = progress(task.train_batches(epoch), desc=f"epoch {epoch}/{self.epochs}", enabled=self.show_progress)
+            batches = task.train_batches(epoch)
+            distributed.set_epoch(batches, epoch)
+            bar = progress(batches, desc=f"epoch {epoch}/{self.epochs}", enabled=self.show_progress)
             for batch in bar:
                 out = task.train_step(batch)
                 for k, v in out.items():
@@ -124,16 +137,20 @@ class FitLoop:
                     counts[k] += 1
                 if hasattr(bar, "set_postfix") and out:
                     bar.set_postfix({k: f"{float(v):.3g}" for k, v in list(out.items())[:4]})
+            sums, counts = _sum_over_ranks(sums, counts)
             record: dict[str, Any] = {"epoch": epoch}
             record.update({f"train/{k}": sums[k] / counts[k] for k in sums})
             record.update({f"val/{k}": float(v) for k, v in task.evaluate().items()})
             record["epoch_time_s"] = round(time.perf_counter() - t0, 3)
-            self.run.log_metrics(record)
-            ckpt = task.checkpoint()
+            record = distributed.broadcast_object(record)
             value = record.get(self.monitor) if self.monitor else None
             improved = self.monitor is None or improves(value, best, self.mode)
             if improved and value is not None:
                 best = value
+            if not main:
+                continue
+            self.run.log_metrics(record)
+            ckpt = task.checkpoint()
             ckpt["meta"] = {**ckpt.get("meta", {}), "epoch": epoch, "metrics": record}
             if improved:
                 save_checkpoint(self.run.best, ckpt)
@@ -142,6 +159,19 @@ class FitLoop:
             if epoch == self.epochs or time.perf_counter() - last_plot > self.PLOT_EVERY_S:
                 plot_curves(self.run.read_metrics(), self.run.path / "curves.png", title=self.title)
                 last_plot = time.perf_counter()
+
+
+def _sum_over_ranks(sums: dict[str, float], counts: dict[str, int]) -> tuple[dict[str, float], dict[str, int]]:
+    """``sums`` and ``counts`` added up over every rank (unchanged without torchrun)."""
+    if distributed.world_size() == 1:
+        return sums, counts
+    total_s: dict[str, float] = defaultdict(float)
+    total_c: dict[str, int] = defaultdict(int)
+    for rank_sums, rank_counts in distributed.gather((dict(sums), dict(counts))):
+        for k, v in rank_sums.items():
+            total_s[k] += v
+            total_c[k] += rank_counts[k]
+    return total_s, total_c
 
 
 def _check_same_model(old: dict[str, Any], new: dict[str, Any], path: Any) -> None:

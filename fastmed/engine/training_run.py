@@ -21,10 +21,21 @@ run refused for bad inputs leaves no config behind.
 ``session.fit`` runs ``engine.fit.FitLoop`` and returns a ``RunSummary``,
 also written as ``summary.json``; callers (the demo stages, the benchmarks)
 use the returned summary instead of reading the run folder back.
+
+Under torchrun (``engine.distributed``) ``start_run`` joins the process group,
+seeds each rank with ``seed + rank`` (augmentation differs per rank; DDP
+copies rank 0's initial weights to all), and rank 0 alone picks and checks
+the run folder and sends it (or the refusal) to every rank. ``session.run``
+of the other ranks is a scratch folder, deleted at exit, so what a trainer
+writes there during training goes nowhere; ``session.fit`` ends those ranks
+after the fit loop (``distributed.end_worker``).
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -32,6 +43,7 @@ from typing import Any
 
 import torch
 
+from fastmed.engine import distributed
 from fastmed.engine.atomic import atomic_write_json
 from fastmed.engine.device import select_device
 from fastmed.engine.fit import FitLoop, TrainTask, improves
@@ -92,14 +104,23 @@ class TrainingRun:
 
     @cached_property
     def run(self) -> RunDir:
-        """The run folder, created (and cleared of stale temporary files) on first use."""
-        return RunDir(self.path)
+        """The run folder, created (and cleared of stale temporary files) on first use; on a torchrun rank
+        other than 0 a scratch folder removed at exit."""
+        if distributed.is_main():
+            return RunDir(self.path)
+        scratch = tempfile.mkdtemp(prefix=f"fastmed-rank{distributed.rank()}-")
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        return RunDir(scratch)
 
     def fit(self, task: TrainTask, *, monitor: str | None = None, mode: str = "max", title: str = "", skipped: int = 0) -> RunSummary:
-        """Write config.yaml, run the fit loop (resuming when asked), write and return the summary."""
+        """Write config.yaml, run the fit loop (resuming when asked), write and return the summary.
+
+        Under torchrun only rank 0 returns: the other ranks exit after the loop.
+        """
         cfg = self.cfg
         loop = FitLoop(self.run, cfg.epochs, monitor=monitor, mode=mode, show_progress=cfg.progress, title=title, config=cfg)
         summary = summarize(self.path, loop.fit(task, resume=cfg.resume), monitor, mode, skipped)
+        distributed.end_worker()
         atomic_write_json(self.run.summary_file, summary.as_dict())
         chosen = f"best epoch {summary.best_epoch} ({monitor} {summary.best:.4g})" if summary.best is not None else \
             f"{summary.epochs} epoch(s)"
@@ -121,14 +142,22 @@ def start_run(cfg: Any, task: str, mode: str) -> TrainingRun:
     ``--out`` that holds a run without ``--resume``/``--overwrite``, and for a
     ``--resume`` without ``weights/last.pt``.
     """
-    seed_everything(cfg.seed)
-    device = select_device(cfg.device)
+    device = distributed.init_from_env(select_device(cfg.device))
+    seed_everything(cfg.seed + distributed.rank())
+    path, refusal = distributed.broadcast_object(_pick_run_folder(cfg, task, mode) if distributed.is_main() else None)
+    if refusal:
+        raise FastmedError(refusal)
+    return TrainingRun(cfg, path, device)
+
+
+def _pick_run_folder(cfg: Any, task: str, mode: str) -> tuple[Path, str | None]:
+    """The run folder of ``start_run``, and why it is refused (None: accepted)."""
     path = pick_run_dir(task, mode, cfg.out, resume=cfg.resume)
     if path.exists() and not path.is_dir():
-        raise FastmedError(f"--out {path} is a file, not a run folder")
+        return path, f"--out {path} is a file, not a run folder"
     if cfg.resume and not (path / "weights" / "last.pt").is_file():
-        raise FastmedError(f"--resume: {path} has no weights/last.pt to continue from")
+        return path, f"--resume: {path} has no weights/last.pt to continue from"
     if not cfg.resume and not cfg.overwrite and holds_run(path):
-        raise FastmedError(f"{path} already holds a run (metrics.jsonl or weights/); "
-                           "add --resume to continue it or --overwrite to replace it")
-    return TrainingRun(cfg, path, device)
+        return path, (f"{path} already holds a run (metrics.jsonl or weights/); "
+                      "add --resume to continue it or --overwrite to replace it")
+    return path, None
