@@ -20,8 +20,9 @@ a shared machine inflates much less; ratios use it). Peak memory: on CUDA
 ``torch.cuda.max_memory_allocated``; on the CPU the growth of the peak RSS (VmHWM, reset
 first) during one call in a fresh subprocess (Linux). FLOP bound: the FLOPs each variant
 executes (``torch.utils.flop_counter``) divided by the GEMM throughput measured here
-(a square float32 matmul). ``--layers`` adds the per-layer crossover behind
-``grad_dot_cpu.PER_SAMPLE_GRAD_MAX_CHANNELS``.
+(a square float32 matmul). ``--layers`` adds the contraction ways of ``grad_dot_cpu``
+and fwd+bwd's batch weight gradient on 3x3 layers of one FLOP count (auto times the
+ways per layer on first use).
 
     .venv/bin/python benchmarks/bench_grad_dot.py [--quick] [--threads 1] [--layers]
 
@@ -44,7 +45,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fastmed.kernels import per_sample_grad_dot
-from fastmed.kernels.grad_dot_cpu import per_sample_conv_weight_grad
+from fastmed.kernels.grad_dot_cpu import WAYS, conv_weight_grad, weight_dot
 from fastmed.nets.unet import UNet
 from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
 from quick import add_quick_options, results_folder
@@ -219,15 +220,13 @@ def peak_memory_mb(name: str, net: str, m: int, device: str, threads: int) -> fl
 
 
 def layer_crossover(m: int, repeats: int) -> list[dict]:
-    """3x3 conv layers of one FLOP count: CPU seconds of the two contractions of ``grad_dot_cpu``."""
+    """3x3 conv layers of one FLOP count: CPU seconds of each contraction way and of the batch weight gradient."""
     rows = []
     for c, side in ((8, 64), (16, 32), (32, 16), (64, 8)):
         conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
         a, delta, gw = torch.randn(m, c, side, side), torch.randn(m, c, side, side), torch.randn_like(conv.weight)
-        ways = {
-            "per-sample weight grad": lambda: per_sample_conv_weight_grad(conv, a, delta, gw).reshape(m, -1) @ gw.reshape(-1),
-            "forward conv + dot": lambda: torch.bmm(delta.reshape(m, 1, -1), conv._conv_forward(a, gw, None).reshape(m, -1, 1)),
-        }
+        ways = {w: (lambda w=w: weight_dot(conv, a, delta, gw, w)) for w in WAYS}
+        ways["batch weight grad (fwd+bwd's)"] = lambda: conv_weight_grad(conv, a, delta, gw, 1)
         times = {k: [] for k in ways}
         for i in range(repeats + 1):
             for k, f in ways.items():
@@ -246,7 +245,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="timed rounds per size (default 5; --quick 2)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--layers", action="store_true", help="also time the per-layer crossover of grad_dot_cpu")
+    ap.add_argument("--layers", action="store_true", help="also time the contraction ways of grad_dot_cpu per layer")
     ap.add_argument("--measure-rss", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -319,9 +318,10 @@ def main() -> None:
             f"| {r['auto_vs_fwd_bwd']:.2f} | {r['torch_vs_fwd_bwd']:.2f} | {r['torch_func_vs_fwd_bwd']:.2f} | {r['speedup_vs_torch_func']:.2f} "
             f"| {c['fastmed auto'] / max(b['fastmed auto'], 1e-9):.1f} | {c['fwd+bwd'] / max(b['fwd+bwd'], 1e-9):.1f} | {mem_s} |")
     if layers:
-        lines += ["", "Per-layer contraction (3x3 conv, C in = C out, CPU s):", "",
-                  "| C | side | per-sample weight grad | forward conv + dot |", "|---|---|---|---|"]
-        lines += [f"| {r['channels']} | {r['side']} | {r['per-sample weight grad']:.4f} | {r['forward conv + dot']:.4f} |" for r in layers]
+        cols = [*WAYS, "batch weight grad (fwd+bwd's)"]
+        lines += ["", f"Per-layer contraction ways (3x3 conv, C in = C out, M = {layers[0]['M']}, median CPU s):", "",
+                  "| C | side | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+        lines += [f"| {r['channels']} | {r['side']} | " + " | ".join(f"{r[c]:.4f}" for c in cols) + " |" for r in layers]
     lines += ["", f"torch {torch.__version__}; max relative error of each float32 variant against torch.func in float64 "
               "in the JSON (`max_rel_err_vs_float64`).", ""]
     (folder / "grad_dot.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -3,25 +3,31 @@
 Same maths as ``grad_dot_reference`` (``<delta_m, f(a_m; G_W)> + <sum delta_m, G_b>``
 per layer), computed the way that is cheapest for the layer's shape:
 
-* convolutions (any dimension, transposed or not) with few channels per group
-  (``C_in/groups * C_out/groups <= PER_SAMPLE_GRAD_MAX_CHANNELS``): the per-sample
-  weight gradients ``(M, *W.shape)``, all in ONE weight-gradient call of a
-  convolution with ``M * groups`` groups (the batch folded into the channels),
-  then a dot with ``G_W``. At these widths oneDNN's forward convolution (the
-  reference's ``f(a; G_W)``) runs far below GEMM speed, its weight gradient does
-  not, and the output ``(M, C_out, ...)`` is never formed;
-* wider convolutions: ``f(a; G_W)`` as the reference, but dotted with ``delta``
-  through a batched matrix product (no ``delta * f`` temporary);
+* convolutions (any dimension, transposed or not), by one of three exact ways:
+  ``"per-sample"``: the per-sample weight gradients ``(M, *W.shape)``, all in ONE
+  weight-gradient call of a convolution with ``M * groups`` groups (the batch
+  folded into the channels), then a dot with ``G_W``; ``"per-sample loop"``: the
+  same with one weight-gradient call per sample (oneDNN's batched weight gradient
+  is its fastest convolution kernel at many shapes); ``"forward"``: ``f(a; G_W)``
+  as the reference, dotted with ``delta`` through a batched matrix product (no
+  ``delta * f`` temporary). None forms the ``(M, C_out, ...)`` product, and which
+  is fastest depends on channels, resolution, kernel, stride and transposition
+  (measured: ``--layers`` of the benchmark), so on the CPU the first call for a
+  layer configuration and shapes times all three and keeps the fastest
+  (``measured_weight_dot``); off the CPU ``static_way`` uses per-sample gradients
+  up to ``PER_SAMPLE_GRAD_MAX_CHANNELS`` (C_in/groups * C_out/groups);
 * GroupNorm (and InstanceNorm on instance statistics): the per-sample affine
   gradients from the group statistics, ``rstd * (sum delta*a - mean * sum delta)``,
   without re-normalizing ``a``;
 * bias terms: a sum over positions without moving the channel axis.
 
 Linear, LayerNorm, eval-mode BatchNorm and non-``"zeros"`` padding modes use the
-reference rules. The crossover ``PER_SAMPLE_GRAD_MAX_CHANNELS`` was measured with
-``benchmarks/bench_grad_dot.py --layers`` (see README, per_sample_grad_dot).
+reference rules. ``benchmarks/bench_grad_dot.py --layers`` times the two ways on
+3x3 layers of one FLOP count.
 """
 from __future__ import annotations
+
+import time
 
 import torch
 from torch import nn
@@ -35,8 +41,20 @@ from fastmed.kernels.grad_dot_reference import (
     transposed_output_padding,
 )
 
-# per-sample weight gradients when C_in/groups * C_out/groups is at most this (measured crossover)
+# off the CPU: per-sample weight gradients when C_in/groups * C_out/groups is at most this
 PER_SAMPLE_GRAD_MAX_CHANNELS = 256
+
+
+def conv_weight_grad(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """The weight gradient of ``module``'s convolution at input ``a``, output gradient ``delta``
+    (``weight`` gives the shape only; ``groups`` may differ from the module's)."""
+    transposed = isinstance(module, CONV_TRANSPOSE_TYPES)
+    out_pad = transposed_output_padding(module, a, delta.shape) if transposed else [0] * len(module.kernel_size)
+    _, grad_w, _ = torch.ops.aten.convolution_backward(
+        delta, a, weight, None, list(module.stride), list(module.padding), list(module.dilation), transposed, out_pad,
+        groups, [False, True, False],
+    )
+    return grad_w
 
 
 def per_sample_conv_weight_grad(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g_weight: torch.Tensor) -> torch.Tensor:
@@ -48,36 +66,66 @@ def per_sample_conv_weight_grad(module: nn.Module, a: torch.Tensor, delta: torch
     stacked) weight shape; its values do not enter the weight gradient.
     """
     m = a.shape[0]
-    transposed = isinstance(module, CONV_TRANSPOSE_TYPES)
-    n = len(module.kernel_size)
-    out_pad = transposed_output_padding(module, a, delta.shape) if transposed else [0] * n
     stacked = g_weight.expand(m, *g_weight.shape).reshape(m * g_weight.shape[0], *g_weight.shape[1:])
-    _, grad_w, _ = torch.ops.aten.convolution_backward(
-        delta.reshape(1, -1, *delta.shape[2:]), a.reshape(1, -1, *a.shape[2:]), stacked, None,
-        list(module.stride), list(module.padding), list(module.dilation), transposed, out_pad,
-        m * module.groups, [False, True, False],
-    )
+    grad_w = conv_weight_grad(module, a.reshape(1, -1, *a.shape[2:]), delta.reshape(1, -1, *delta.shape[2:]), stacked, m * module.groups)
     return grad_w.reshape(m, *g_weight.shape)
 
 
-def uses_per_sample_grad(module: nn.Module) -> bool:
-    """True when the per-sample weight gradient is the cheaper contraction for this conv layer."""
+WAYS = ("per-sample", "per-sample loop", "forward")  # the exact weight contractions of a convolution
+MEASURE_ROUNDS = 2
+_MEASURED: dict[tuple, str] = {}  # layer configuration and shapes -> the faster way, timed on first use
+
+
+def static_way(module: nn.Module) -> str:
+    """The way to use without a measurement: per-sample weight gradients at few channels per group."""
     w = module.weight
-    c_in, c_out = (w.shape[0], w.shape[1] * module.groups) if isinstance(module, CONV_TRANSPOSE_TYPES) else (w.shape[1] * module.groups, w.shape[0])
-    return (c_in // module.groups) * (c_out // module.groups) <= PER_SAMPLE_GRAD_MAX_CHANNELS
+    per_group = w.shape[0] * w.shape[1] // module.groups  # C_in/groups * C_out/groups for conv and conv-T
+    return "per-sample" if per_group <= PER_SAMPLE_GRAD_MAX_CHANNELS else "forward"
+
+
+def weight_dot(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g_weight: torch.Tensor, way: str) -> torch.Tensor:
+    """``(M,)``: ``<delta_m, f(a_m; G_W)>`` by the given way (see ``WAYS``)."""
+    m = a.shape[0]
+    if way == "per-sample":
+        return per_sample_conv_weight_grad(module, a, delta, g_weight).reshape(m, -1) @ g_weight.reshape(-1)
+    if way == "per-sample loop":  # one weight-gradient call per sample
+        flat = g_weight.reshape(-1)
+        return torch.stack([conv_weight_grad(module, a[i:i + 1], delta[i:i + 1], g_weight, module.groups).reshape(-1) @ flat
+                            for i in range(m)])
+    f = directional_output(module, a, delta, g_weight)
+    return torch.bmm(delta.reshape(m, 1, -1), f.reshape(m, -1, 1)).reshape(m)
+
+
+def measured_weight_dot(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g_weight: torch.Tensor) -> torch.Tensor:
+    """``weight_dot`` by the faster way for this layer and these shapes.
+
+    On the CPU the first call with a new (layer configuration, shapes, dtype,
+    threads) runs every way ``MEASURE_ROUNDS`` times, keeps the faster (best wall
+    clock) for later calls and returns its result (all are exact); elsewhere
+    ``static_way`` decides.
+    """
+    if a.device.type != "cpu":
+        return weight_dot(module, a, delta, g_weight, static_way(module))
+    key = (type(module), tuple(module.weight.shape), module.stride, module.padding, module.dilation, module.groups,
+           tuple(a.shape), tuple(delta.shape), a.dtype, torch.get_num_threads())
+    way = _MEASURED.get(key)
+    if way is not None:
+        return weight_dot(module, a, delta, g_weight, way)
+    results, seconds = {}, {w: float("inf") for w in WAYS}
+    for _ in range(MEASURE_ROUNDS):  # alternating rounds, best of each: robust to a busy machine
+        for candidate in WAYS:
+            t0 = time.perf_counter()
+            results[candidate] = weight_dot(module, a, delta, g_weight, candidate)
+            seconds[candidate] = min(seconds[candidate], time.perf_counter() - t0)
+    _MEASURED[key] = min(WAYS, key=seconds.get)
+    return results[_MEASURED[key]]
 
 
 def conv_dot(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g: dict[str, torch.Tensor]) -> torch.Tensor:
     """``(M,)`` contribution of a convolution or transposed convolution (zero padding)."""
-    m = a.shape[0]
-    out = delta.new_zeros(m)
+    out = delta.new_zeros(a.shape[0])
     if "weight" in g:
-        g_w = g["weight"].to(a.dtype)
-        if uses_per_sample_grad(module):
-            out = out + per_sample_conv_weight_grad(module, a, delta, g_w).reshape(m, -1) @ g_w.reshape(-1)
-        else:
-            f = directional_output(module, a, delta, g_w)
-            out = out + torch.bmm(delta.reshape(m, 1, -1), f.reshape(m, -1, 1)).reshape(m)
+        out = out + measured_weight_dot(module, a, delta, g["weight"].to(a.dtype))
     bias = _bias_dot(delta, g.get("bias"), 1)
     return out if bias is None else out + bias
 

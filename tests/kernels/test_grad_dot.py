@@ -185,7 +185,7 @@ def test_input_validation():
 
 
 class WideZoo(nn.Module):
-    """Conv layers on both sides of the cpu rules' channel crossover (1-d, 2-d, 3-d, transposed, grouped), GroupNorm."""
+    """Conv layers with few and many channels (1-d, 2-d, 3-d, transposed, grouped), GroupNorm."""
 
     def __init__(self):
         super().__init__()
@@ -207,14 +207,15 @@ class WideZoo(nn.Module):
         return self.t1d(torch.tanh(self.c1d(h.flatten(2))))
 
 
+@pytest.mark.parametrize("way", ["per-sample", "per-sample loop", "forward", "measured"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_cpu_rules_on_both_sides_of_the_crossover(dtype):
-    """Conv, transposed, grouped, 1/2/3-d layers with few and many channels: cpu rules == torch.func == reference."""
-    from fastmed.kernels.grad_dot_cpu import uses_per_sample_grad
+def test_cpu_rules_each_way(dtype, way, monkeypatch):
+    """Conv, transposed, grouped, 1/2/3-d layers, each contraction way: cpu rules == torch.func == reference."""
+    from fastmed.kernels import grad_dot_cpu
 
+    if way != "measured":
+        monkeypatch.setattr(grad_dot_cpu, "measured_weight_dot", lambda *args: grad_dot_cpu.weight_dot(*args, way))
     model, x, y, g = _problem(WideZoo(), dtype, m=3, shape=(3, 8, 10))
-    convs = [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d))]
-    assert {uses_per_sample_grad(m) for m in convs} == {True, False}  # both contractions are exercised
     got = per_sample_grad_dot(model, mse_per_sample, x, y, g, backend="cpu")
     atol, rtol = TOL[dtype]
     torch.testing.assert_close(got, ground_truth(model, mse_per_sample, x, y, g), atol=atol, rtol=rtol)
@@ -282,3 +283,25 @@ def test_partial_direction_with_trainable_layers_outside_it():
     some = {k: v for k, v in g.items() if k.startswith(("t1.", "fc."))}  # only late layers; earlier ones trainable
     got = per_sample_grad_dot(model, mse_per_sample, x, y, some, backend="cpu")
     torch.testing.assert_close(got, ground_truth(model, mse_per_sample, x, y, some), atol=1e-10, rtol=1e-10)
+
+
+def test_measured_way_is_timed_once_and_kept(monkeypatch):
+    """The first call for a layer configuration and shapes runs every way; later calls run the kept one only."""
+    from fastmed.kernels import grad_dot_cpu
+
+    calls = []
+    real = grad_dot_cpu.weight_dot
+    monkeypatch.setattr(grad_dot_cpu, "weight_dot", lambda *args: calls.append(args[-1]) or real(*args))
+    monkeypatch.setattr(grad_dot_cpu, "_MEASURED", {})
+    conv = nn.Conv2d(3, 5, 3, padding=1).double()
+    a, delta = torch.randn(2, 3, 6, 6, dtype=torch.float64), torch.randn(2, 5, 6, 6, dtype=torch.float64)
+    gw = torch.randn_like(conv.weight)
+    first = grad_dot_cpu.measured_weight_dot(conv, a, delta, gw)
+    assert sorted(calls) == sorted(grad_dot_cpu.WAYS * grad_dot_cpu.MEASURE_ROUNDS)
+    kept = list(grad_dot_cpu._MEASURED.values())
+    assert len(kept) == 1 and kept[0] in grad_dot_cpu.WAYS
+    second = grad_dot_cpu.measured_weight_dot(conv, a, delta, gw)
+    assert calls[len(grad_dot_cpu.WAYS) * grad_dot_cpu.MEASURE_ROUNDS:] == kept
+    want = (delta * conv._conv_forward(a, gw, None)).flatten(1).sum(1)
+    torch.testing.assert_close(first, want)
+    torch.testing.assert_close(second, want)
