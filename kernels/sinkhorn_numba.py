@@ -4,8 +4,8 @@ Same maths as ``sinkhorn_reference`` (the specification, GeomLoss's
 conventions); what changes is the order of the work:
 
 * the costs ``C_xy (B, N, M)``, ``C_xx (B, N, N)``, ``C_yy (B, M, M)`` are
-  computed once by ``torch.bmm`` (no padding to ``max(N, M)``; the y-x problem
-  reads the columns of ``C_xy`` instead of a transposed copy);
+  computed once, from coordinate differences (no padding to ``max(N, M)``;
+  the y-x problem reads the columns of ``C_xy`` instead of a transposed copy);
 * one problem at a time runs its whole eps-scaling descent, x-y, y-x, x-x and
   y-y updates interleaved, so its costs stay in the core's cache;
 * each soft c-transform is one pass per row (or column block): max, then
@@ -13,17 +13,18 @@ conventions); what changes is the order of the work:
   reduction, degree-5 polynomial, exponent bits; Numba has no vector ``exp``
   without SVML), then the potential update — no temporary of the kernel's size;
 * problems are split across ``torch.get_num_threads()`` Python threads
-  (``mil_pool_numba.run_items``: GIL-free serial kernels, one hand-off a call);
+  (``mil_pool_numba.run_items``: GIL-free serial kernels, one hand-off a call;
+  no BLAS call, so no OpenMP team that stalls when other jobs hold the cores);
 * float32 in, float32 accumulation (float64 in: float64 and ``np.exp``).
 
 Backward (envelope theorem, as the reference's last extrapolation step with
 the potentials detached): with ``P_ij = exp(h_j - C_ij / eps + f_i / eps)`` the
-softmax of a term's last step and ``W = P * dC/d|x - y|`` (``W = P`` for p = 2,
-``P / C`` for p = 1, zero where the squared distance was clamped), the rows of
-each term get ``w_i (x_i sum_j W_ij - sum_j W_ij col_j)``; columns get nothing.
-``w`` are the term's row weights times the upstream gradient and the term's
-sign. ``backward_problems`` writes the ``W`` blocks; two ``baddbmm`` per point
-set finish the gradient. The weights' gradient is the potentials.
+softmax of a term's last step and ``dC = 1`` (p = 2) or ``1 / C_ij`` (p = 1),
+the rows of each term get ``w_i sum_j P_ij dC (x_i - col_j)``; columns get
+nothing. ``w`` are the term's row weights times the upstream gradient, negated
+for the self terms. ``backward_problems`` accumulates that row by row into the
+point gradients (no ``(B, N, M)`` gradient block). The weights' gradient is the
+potentials.
 """
 from __future__ import annotations
 
@@ -183,96 +184,168 @@ def solve_problems(cxy, cxx, cyy, la, lb, eps, inv_eps, debias, pot_x, pot_y, fi
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _softmax_rows(c, h, f_out, inv_eps, w, sign, p1, c_min, self_term, out, rowsum, buf, bits):
-    """``out[i, j] = sign w[i] P_ij dC`` with ``P_ij = exp(h[j] - c[i, j] / eps + f_out[i] / eps)``; ``rowsum[i] += sum_j out[i, j]``.
+def _finish_cost(sq, p):
+    """``|u - v|^p / p`` from the squared distance (p = 1 clamps it at 1e-8, as GeomLoss)."""
+    return sq / 2 if p == 2 else np.sqrt(max(sq, 1e-8))
 
-    ``dC`` is 1 (p = 2) or ``1 / c`` (p = 1, zero where ``c <= c_min``, the clamped distances).
-    A ``self_term`` (x-x, y-y) gets ``out[i, i] = 0``: that entry's gradient ``x_i - x_i`` is zero
-    (in the reference too), and dropping it avoids cancelling two large float32 terms (p = 1, ``1 / C_ii``).
+
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def cost_block(u, v, p, out):
+    """``out[i, j] = |u[i] - v[j]|^p / p`` for ``u: (R, D)``, ``v: (K, D)``.
+
+    From coordinate differences, not the expanded ``|u|^2 - 2 u.v + |v|^2``: no
+    cancellation, and ``C(x_i, x_i) = 0`` exactly. Four columns at a time share
+    the loads of ``u[i]``.
+    """
+    R, D = u.shape
+    K = v.shape[0]
+    for i in range(R):
+        ui = u[i]
+        j = 0
+        while j + 4 <= K:
+            v0, v1, v2, v3 = v[j], v[j + 1], v[j + 2], v[j + 3]
+            s0 = s1 = s2 = s3 = ui[0] - ui[0]
+            for d in range(D):
+                t0, t1, t2, t3 = ui[d] - v0[d], ui[d] - v1[d], ui[d] - v2[d], ui[d] - v3[d]
+                s0 += t0 * t0
+                s1 += t1 * t1
+                s2 += t2 * t2
+                s3 += t3 * t3
+            out[i, j], out[i, j + 1] = _finish_cost(s0, p), _finish_cost(s1, p)
+            out[i, j + 2], out[i, j + 3] = _finish_cost(s2, p), _finish_cost(s3, p)
+            j += 4
+        for j in range(j, K):
+            vj = v[j]
+            sq = ui[0] - ui[0]
+            for d in range(D):
+                t = ui[d] - vj[d]
+                sq += t * t
+            out[i, j] = _finish_cost(sq, p)
+
+
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def costs_problems(x, y, p, debias, cxy, cxx, cyy, first, last):
+    """The cost blocks of problems ``first..last-1`` (``x (B, N, D)``, ``y (B, M, D)``; self blocks if ``debias``)."""
+    for b in range(first, last):
+        cost_block(x[b], y[b], p, cxy[b])
+        if debias:
+            cost_block(x[b], x[b], p, cxx[b])
+            cost_block(y[b], y[b], p, cyy[b])
+
+
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _grad_rows(c, h, f_out, inv_eps, w, p1, c_min, self_term, rows, cols, grad, buf, bits):
+    """``grad[i] += w[i] sum_j P_ij dC_ij (rows[i] - cols[j])``, ``P_ij = exp(h[j] - c[i, j] / eps + f_out[i] / eps)``.
+
+    ``dC`` is 1 (p = 2) or ``1 / c`` (p = 1, zero where ``c <= c_min``: the clamped distances). A
+    ``self_term`` (x-x, y-y) skips ``j = i``, whose ``rows[i] - cols[i]`` is zero.
     """
     R, K = c.shape
+    D = rows.shape[1]
     for i in range(R):
         ci = c[i]
         fi = f_out[i] * inv_eps
         for j in range(K):
             buf[j] = h[j] - ci[j] * inv_eps + fi
         exp_inplace(buf, K, bits)
-        wi = sign * w[i]
-        s = buf[0] - buf[0]
-        oi = out[i]
+        wi = w[i]
         for j in range(K):
             v = wi * buf[j]
             if p1:
                 v = v / ci[j] if ci[j] > c_min else v - v
-            oi[j] = v
-            s += v
+            buf[j] = v
         if self_term:
-            s -= oi[i]
-            oi[i] = 0.0
-        rowsum[i] += s
+            buf[i] = 0.0
+        s = buf[0] - buf[0]
+        for j in range(K):
+            s += buf[j]
+        gi, ri = grad[i], rows[i]
+        for d in range(D):
+            gi[d] += s * ri[d]
+        j = 0
+        while j + 4 <= K:  # four columns per pass over gi
+            q0, q1, q2, q3 = buf[j], buf[j + 1], buf[j + 2], buf[j + 3]
+            c0, c1, c2, c3 = cols[j], cols[j + 1], cols[j + 2], cols[j + 3]
+            for d in range(D):
+                gi[d] -= q0 * c0[d] + q1 * c1[d] + q2 * c2[d] + q3 * c3[d]
+            j += 4
+        for j in range(j, K):
+            q, cj = buf[j], cols[j]
+            for d in range(D):
+                gi[d] -= q * cj[d]
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _softmax_cols(c, h, g_out, inv_eps, w, p1, c_min, out, colsum, buf, bits):
-    """``out[i, j] = w[j] Q_ij dC`` with ``Q_ij = exp(h[i] - c[i, j] / eps + g_out[j] / eps)`` (the y-x term, transposed); ``colsum[j] += sum_i``."""
+def _grad_cols(c, h, g_out, inv_eps, w, p1, c_min, rows, cols, grad, colsum, qbuf, bits):
+    """The y-x term from ``c = C_xy (R, K)``: ``grad[j] += w[j] sum_i Q_ij dC_ij (cols[j] - rows[i])``,
+    ``Q_ij = exp(h[i] - c[i, j] / eps + g_out[j] / eps)``; ``colsum (K,)`` and ``qbuf (4, K)`` are scratch.
+    Four rows at a time share each pass over ``grad[j]``."""
     R, K = c.shape
-    for i in range(R):
-        ci = c[i]
-        hi = h[i]
-        for j in range(K):
-            buf[j] = hi - ci[j] * inv_eps + g_out[j] * inv_eps
-        exp_inplace(buf, K, bits)
-        oi = out[i]
-        for j in range(K):
-            v = w[j] * buf[j]
-            if p1:
-                v = v / ci[j] if ci[j] > c_min else v - v
-            oi[j] = v
-            colsum[j] += v
+    D = rows.shape[1]
+    colsum[:K] = 0.0
+    for i0 in range(0, R, 4):
+        n = min(4, R - i0)
+        for k in range(n):
+            ci, hi, qk = c[i0 + k], h[i0 + k], qbuf[k]
+            for j in range(K):
+                qk[j] = hi - ci[j] * inv_eps + g_out[j] * inv_eps
+            exp_inplace(qk, K, bits)
+            for j in range(K):
+                q = w[j] * qk[j]
+                if p1:
+                    q = q / ci[j] if ci[j] > c_min else q - q
+                qk[j] = q
+                colsum[j] += q
+        if n == 4:
+            r0, r1, r2, r3 = rows[i0], rows[i0 + 1], rows[i0 + 2], rows[i0 + 3]
+            for j in range(K):
+                q0, q1, q2, q3 = qbuf[0, j], qbuf[1, j], qbuf[2, j], qbuf[3, j]
+                gj = grad[j]
+                for d in range(D):
+                    gj[d] -= q0 * r0[d] + q1 * r1[d] + q2 * r2[d] + q3 * r3[d]
+        else:
+            for k in range(n):
+                rk = rows[i0 + k]
+                for j in range(K):
+                    q, gj = qbuf[k, j], grad[j]
+                    for d in range(D):
+                        gj[d] -= q * rk[d]
+    for j in range(K):
+        gj, cj, s = grad[j], cols[j], colsum[j]
+        for d in range(D):
+            gj[d] += s * cj[d]
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def backward_problems(cxy, cxx, cyy, la, lb, pot_x, pot_y, wx, wy, eps, inv_eps, debias, p1, c_min,
-                      wxy, wyx_t, wxx, wyy, rs_x, rs_y, first, last):
-    """Gradient blocks of problems ``first..last-1`` (see the module docstring).
+def backward_problems(x, y, cxy, cxx, cyy, la, lb, pot_x, pot_y, wx, wy, inv_eps, debias, p1, c_min,
+                      gx, gy, first, last):
+    """Point gradients ``gx (B, N, D)``, ``gy (B, M, D)`` (zero-filled by the caller) of problems ``first..last-1``.
 
     Inputs as ``solve_problems`` plus ``wx (B, N)``, ``wy (B, M)``: row weights
-    times the upstream gradient; ``eps``/``inv_eps``: the last temperature.
-    Writes ``wxy (B, N, M)``, ``wyx_t (B, N, M)`` (the y-x block, transposed),
-    ``wxx (B, N, N)``, ``wyy (B, M, M)`` (self blocks carry the minus sign),
-    and their row sums ``rs_x (B, N)``, ``rs_y (B, M)`` (zeroed here).
+    times the upstream gradient; ``inv_eps``: 1 / the last temperature.
+    The self terms enter with a minus sign (the value is ``<a, f_ba - f_aa> + <b, g_ab - g_bb>``).
     """
     N, M = cxy.shape[1], cxy.shape[2]
     L = max(N, M)
     dt = cxy.dtype
-    buf, bits = np.empty(L, dt), np.empty(L, np.int32)
+    buf, colsum, bits = np.empty(L, dt), np.empty(L, dt), np.empty(L, np.int32)
+    qbuf = np.empty((4, M), dt)
     hx, hy = np.empty(N, dt), np.empty(M, dt)
-    one = inv_eps / inv_eps
+    nwx, nwy = np.empty(N, dt), np.empty(M, dt)
     for b in range(first, last):
-        rs_x[b] = 0.0
-        rs_y[b] = 0.0
         _shifted(lb[b], pot_y[b, 0], inv_eps, hy)
         _shifted(la[b], pot_x[b, 0], inv_eps, hx)
-        _softmax_rows(cxy[b], hy, pot_x[b, 1], inv_eps, wx[b], one, p1, c_min, False, wxy[b], rs_x[b], buf, bits)
-        _softmax_cols(cxy[b], hx, pot_y[b, 1], inv_eps, wy[b], p1, c_min, wyx_t[b], rs_y[b], buf, bits)
+        _grad_rows(cxy[b], hy, pot_x[b, 1], inv_eps, wx[b], p1, c_min, False, x[b], y[b], gx[b], buf, bits)
+        _grad_cols(cxy[b], hx, pot_y[b, 1], inv_eps, wy[b], p1, c_min, x[b], y[b], gy[b], colsum, qbuf, bits)
         if debias:
             _shifted(la[b], pot_x[b, 2], inv_eps, hx)
             _shifted(lb[b], pot_y[b, 2], inv_eps, hy)
-            _softmax_rows(cxx[b], hx, pot_x[b, 3], inv_eps, wx[b], -one, p1, c_min, True, wxx[b], rs_x[b], buf, bits)
-            _softmax_rows(cyy[b], hy, pot_y[b, 3], inv_eps, wy[b], -one, p1, c_min, True, wyy[b], rs_y[b], buf, bits)
-
-
-def _costs(u: torch.Tensor, v: torch.Tensor, p: int) -> torch.Tensor:
-    """``|u_i - v_j|^p / p`` ``(B, R, K)`` like ``sinkhorn_reference.cost_matrix``, in place on the ``bmm`` result."""
-    sq = torch.bmm(u, v.transpose(1, 2)).mul_(-2).add_((u * u).sum(-1).unsqueeze(2)).add_((v * v).sum(-1).unsqueeze(1))
-    return sq.mul_(0.5) if p == 2 else sq.clamp_min_(1e-8).sqrt_()
-
-
-def _self_costs(u: torch.Tensor, p: int) -> torch.Tensor:
-    """``_costs(u, u, p)`` with the exact diagonal (``|u_i - u_i| = 0``, clamped like the rest for p = 1)."""
-    c = _costs(u, u, p)
-    c.diagonal(dim1=1, dim2=2).fill_(0.0 if p == 2 else 1e-4)
-    return c
+            for i in range(N):
+                nwx[i] = -wx[b, i]
+            for j in range(M):
+                nwy[j] = -wy[b, j]
+            _grad_rows(cxx[b], hx, pot_x[b, 3], inv_eps, nwx, p1, c_min, True, x[b], x[b], gx[b], buf, bits)
+            _grad_rows(cyy[b], hy, pot_y[b, 3], inv_eps, nwy, p1, c_min, True, y[b], y[b], gy[b], buf, bits)
 
 
 def _run(kernel, B: int, work: int, *args) -> None:
@@ -295,9 +368,8 @@ class SinkhornNumba(torch.autograd.Function):
         x, y = x.detach().contiguous(), y.detach().contiguous()
         a, b = a.detach().to(x.dtype).contiguous(), b.detach().to(x.dtype).contiguous()
         B, N, M = x.shape[0], x.shape[1], y.shape[1]
-        cxy = _costs(x, y, p)
-        empty = x.new_empty(B, 0, 0)
-        cxx, cyy = (_self_costs(x, p), _self_costs(y, p)) if debias else (empty, empty)
+        cxy = x.new_empty(B, N, M)
+        cxx, cyy = (x.new_empty(B, N, N), y.new_empty(B, M, M)) if debias else (x.new_empty(B, 0, 0), x.new_empty(B, 0, 0))
         la = torch.where(a > 0, a.clamp_min(1e-38).log(), torch.full_like(a, LOG_ZERO))
         lb = torch.where(b > 0, b.clamp_min(1e-38).log(), torch.full_like(b, LOG_ZERO))
         np_dt = np.float64 if x.dtype == torch.float64 else np.float32
@@ -305,33 +377,25 @@ class SinkhornNumba(torch.autograd.Function):
         inv_eps = (1 / np.asarray(eps_list, np.float64)).astype(np_dt)
         pot_x, pot_y = x.new_empty(B, 4, N), y.new_empty(B, 4, M)
         arrays = [t.numpy() for t in (cxy, cxx, cyy, la, lb)]
-        work = B * (2 * N * M + (N * N + M * M) * debias) * (len(eps_list) + 2)
+        entries = B * (N * M + (N * N + M * M) * debias)
+        _run(costs_problems, B, entries * x.shape[2], x.numpy(), y.numpy(), p, debias, *arrays[:3])
+        work = (entries + B * N * M) * (len(eps_list) + 2)
         _run(solve_problems, B, work, *arrays, eps, inv_eps, debias, pot_x.numpy(), pot_y.numpy())
         f, g = pot_x[:, 1], pot_y[:, 1]
         if debias:
             f, g = f - pot_x[:, 3], g - pot_y[:, 3]
-        ctx.p, ctx.debias, ctx.eps, ctx.work = p, debias, eps_list[-1], work
+        ctx.p, ctx.debias, ctx.eps, ctx.work = p, debias, eps_list[-1], (entries + B * N * M) * (1 + x.shape[2])
         ctx.save_for_backward(x, y, a, b, cxy, cxx, cyy, la, lb, pot_x, pot_y, f, g)
         return (a * f).sum(1) + (b * g).sum(1)
 
     @staticmethod
     def backward(ctx, grad):
         x, y, a, b, cxy, cxx, cyy, la, lb, pot_x, pot_y, f, g = ctx.saved_tensors
-        B, N, M = x.shape[0], x.shape[1], y.shape[1]
         up = grad.detach().to(x.dtype).contiguous()
         wx, wy = (a * up[:, None]).contiguous(), (b * up[:, None]).contiguous()
-        wxy, wyx_t, rs_x, rs_y = torch.empty_like(cxy), torch.empty_like(cxy), x.new_empty(B, N), y.new_empty(B, M)
-        wxx, wyy = torch.empty_like(cxx), torch.empty_like(cyy)
+        gx, gy = torch.zeros_like(x), torch.zeros_like(y)
         np_dt = np.float64 if x.dtype == torch.float64 else np.float32
-        eps, inv_eps = np_dt(ctx.eps), np_dt(1 / ctx.eps)
-        c_min = np_dt(np.sqrt(np_dt(1e-8)))
-        arrays = [t.numpy() for t in (cxy, cxx, cyy, la, lb, pot_x, pot_y, wx, wy)]
-        outs = [t.numpy() for t in (wxy, wyx_t, wxx, wyy, rs_x, rs_y)]
-        _run(backward_problems, B, ctx.work // 8, *arrays, eps, inv_eps, ctx.debias, ctx.p == 1, c_min, *outs)
-        gx = (x * rs_x.unsqueeze(2)).baddbmm_(wxy, y, alpha=-1)
-        gy = (y * rs_y.unsqueeze(2)).baddbmm_(wyx_t.transpose(1, 2), x, alpha=-1)
-        if ctx.debias:
-            gx.baddbmm_(wxx, x, alpha=-1)
-            gy.baddbmm_(wyy, y, alpha=-1)
-        ga, gb = f * up[:, None], g * up[:, None]
-        return gx, gy, ga, gb, None, None, None
+        inv_eps, c_min = np_dt(1 / ctx.eps), np_dt(np.sqrt(np_dt(1e-8)))
+        arrays = [t.numpy() for t in (x, y, cxy, cxx, cyy, la, lb, pot_x, pot_y, wx, wy)]
+        _run(backward_problems, x.shape[0], ctx.work, *arrays, inv_eps, ctx.debias, ctx.p == 1, c_min, gx.numpy(), gy.numpy())
+        return gx, gy, f * up[:, None], g * up[:, None], None, None, None
