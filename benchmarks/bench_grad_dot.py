@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import subprocess
@@ -161,11 +162,22 @@ def time_variants(net, model, x, y, g, device: str, repeats: int) -> dict[str, d
     return {n: {"wall_s": statistics.median(wall[n]), "cpu_s": statistics.median(cpu[n])} for n in VARIANTS}
 
 
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape=None, **_) -> int:
+    """FLOPs of ``aten.convolution_backward``: each gradient asked for costs one forward convolution.
+
+    (flop_counter's own rule counts a grouped weight gradient ``groups`` times over.)
+    """
+    spatial = x_shape[2:] if transposed else grad_out_shape[2:]
+    one = 2 * x_shape[0] * math.prod(w_shape) * math.prod(spatial)
+    return one * (int(output_mask[0]) + int(output_mask[1]))
+
+
 def flops(net, model, x, y, g) -> dict[str, int]:
     """FLOPs each variant executes (convolutions, matmuls; ``torch.utils.flop_counter``)."""
     out = {}
     for n in VARIANTS:
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops}) as counter:
             RUNNERS[n](model, LOSSES[net], x, y, g)
         out[n] = counter.get_total_flops()
     return out
@@ -194,11 +206,11 @@ def _vm_kib(key: str) -> int:
 
 
 def measure_rss(spec: str) -> None:
-    """Subprocess entry: print the peak-RSS growth (MiB) of one call of a variant (after a small warm-up call)."""
+    """Subprocess entry: print the peak-RSS growth (MiB) of one call of a variant, after a warm-up call
+    (which also lets ``auto`` time its contraction ways for these shapes)."""
     name, net, m = spec.split(":")
-    model, x, y, g = make_problem(net, 2, "cpu")
-    RUNNERS[name](model, LOSSES[net], x, y, g)
     model, x, y, g = make_problem(net, int(m), "cpu")
+    RUNNERS[name](model, LOSSES[net], x, y, g)
     Path("/proc/self/clear_refs").write_text("5")
     before = _vm_kib("VmRSS")
     RUNNERS[name](model, LOSSES[net], x, y, g)

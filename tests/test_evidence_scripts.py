@@ -120,6 +120,18 @@ def test_distill_evidence_quick(tmp_path):
     assert res["student"]["params"] < res["teacher"]["params"]
 
 
+def test_distill_minority_quick(tmp_path):
+    out = _quick("distill_minority.py", tmp_path)
+    res = json.loads((out / "distill_minority.json").read_text())["datasets"]["digits"]
+    assert (out / "distill_minority.md").stat().st_size > 0
+    assert res["train_counts"][7:] == [14, 14, 14] and min(res["train_counts"][:7]) >= 140  # the cut: 10 %
+    assert set(res["variants"]) >= {"ce", "kd", "l2_features", "mi", "mi_prior", "mi_prior_weak", "mi_only"}
+    # 10 classes, chance 0.1; the quick run (8 px, 2 epochs) gave 0.67-0.69 with labels and 0.29 for MI only
+    for name, v in res["variants"].items():
+        assert v["balanced_acc"][0] >= (0.15 if name == "mi_only" else 0.4), (name, v)
+    assert res["variants"]["mi_prior_weak"]["prior_mass_cut"][0] > res["variants"]["mi_prior"]["prior_mass_cut"][0]
+
+
 def test_polyp_ablation_quick(tmp_path):
     out = _quick("polyp_ablation.py", tmp_path)
     res = json.loads((out / "polyp_ablation_quick.json").read_text())
@@ -130,3 +142,24 @@ def test_polyp_ablation_quick(tmp_path):
     assert all(s["test"]["acc"] >= 0.5 for s in seed["scores"].values()), seed["scores"]
     for gen in seed["generated"].values():
         assert gen["class_agreement"] >= 0.5 and gen["pixel_change"] > 0
+
+
+def test_bench_wsi_stream_quick(tmp_path):
+    out = _quick("bench_wsi_stream.py", tmp_path)
+    res = json.loads((out / "wsi_stream.json").read_text())
+    assert (out / "wsi_stream.md").stat().st_size > 0
+    assert res["stream_whole_cohort"]["peak_tree_pss_gb"] > 0 and len(res["subset_runs"]) == 4  # 2 seeds x memory/stream
+    assert all(r["epoch_time_s"] for r in res["subset_runs"])
+
+
+
+def test_bench_grad_dot_quick(tmp_path):
+    out = _quick("bench_grad_dot.py", tmp_path, "--layers")
+    res = json.loads((out / "grad_dot.json").read_text())
+    assert (out / "grad_dot.md").stat().st_size > 0
+    assert {(r["net"], r["M"]) for r in res["rows"]} == {(n, m) for n in ("convnet", "unet") for m in (2, 4, 8)}
+    for r in res["rows"]:  # float32 errors against torch.func in float64: fastmed's within torch.func's own
+        err = r["max_rel_err_vs_float64"]  # (quick run: convnet <= 6e-6; unet ~1e-3-5e-3 for all three, fp32 forward noise)
+        assert max(err["fastmed auto"], err["fastmed torch"]) <= 2 * err["torch.func"] + 1e-5, r
+        assert r["gflop"]["fwd+bwd"] > 0 and all(v > 0 for v in r["median_cpu_s"].values())
+    assert len(res["layer_crossover"]) == 4 and res["gemm_gflop_s"] > 0
