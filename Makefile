@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # the PyTorch build on this project's machines (a CUDA build that also runs on the CPU)
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup native-deps native demo test test-all bench clean
+.PHONY: setup native-deps native demo test test-all bench gpu-check clean
 
 setup: $(VENV)/.installed native-deps
 
@@ -49,6 +49,13 @@ KERNEL_BENCH := benchmarks/bench_sinkhorn.py benchmarks/bench_mil_pool.py benchm
 
 bench: setup
 	for b in $(KERNEL_BENCH); do $(BIN)/python $$b || exit 1; done
+
+# on a CUDA machine, with the torch and Triton already there (pip install --no-deps -e .): gpu tests, every Triton
+# kernel vs its reference, the kernel benchmarks vs their anchors, DDP over NCCL with 2+ GPUs; < 8 min
+# (benchmarks/gpu_check.py; results in benchmarks/results/gpu_*)
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+gpu-check:
+	FASTMED_PROGRESS=0 $(GPU_PYTHON) benchmarks/gpu_check.py
 
 clean:
 	rm -rf build dist *.egg-info runs .pytest_cache

@@ -5,7 +5,7 @@ import os
 import sys
 from typing import Iterable, TypeVar
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() once more, starting a DataLoader's workers twice
 
 from fastmed.engine import distributed
 

@@ -9,6 +9,7 @@ batches, not the cohort).
 from __future__ import annotations
 
 import csv
+import ctypes
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,8 +175,26 @@ class BagDataset(torch.utils.data.Dataset):
 def bag_loader(dataset: BagDataset, batches: list[list[int]], workers: int) -> torch.utils.data.DataLoader:
     """Ragged batches of the slides listed in ``batches`` (indices into ``dataset``), read by ``workers`` processes."""
     return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=workers,
-                                       prefetch_factor=2 if workers else None,
+                                       prefetch_factor=2 if workers else None, worker_init_fn=release_large_buffers,
                                        generator=torch.Generator())  # its seed draw leaves the global RNG (dropout) alone
+
+
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def release_large_buffers(_worker_id: int = 0) -> None:
+    """Make glibc return freed buffers of 1 MiB or more to the system at once (a DataLoader ``worker_init_fn``).
+
+    glibc raises its mmap threshold to the largest buffer freed so far (up to
+    32 MiB), after which batch-sized buffers come from the heap, which it
+    rarely shrinks: each worker reading 2,000 x 1,024 float16 slides, 4 per
+    batch, grew to 1.1 GB (measured) instead of 0.15 GB with this fixed
+    threshold. No-op where the C library has no ``mallopt`` (not glibc).
+    """
+    try:
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):
+        pass
 
 
 def iter_bags(folder: str | os.PathLike, labels: dict[str, str] | None = None, positive: str = "tumor",

@@ -123,3 +123,21 @@ def test_a_200k_patch_bag_through_training_predict_and_heatmap(synth_root, tmp_p
     background = np.asarray(Image.open(heat / "big_overview.png").convert("RGB"))[:, :attention.shape[1]].astype(int)
     covered = np.abs(attention - background).sum(-1) > 0  # pixels the overlay changed
     assert covered.mean() > 0.9  # 391 rows of 512 two-pixel patches cover the whole 1024 x 768 slide
+
+
+def test_progress_iterates_once_so_a_dataloader_starts_its_workers_once():
+    """tqdm.auto's bar called ``iter()`` in its constructor and again when iterated: two sets of DataLoader workers."""
+    from fastmed.engine.progress import progress
+
+    calls = []
+
+    class Loader:
+        def __iter__(self):
+            calls.append(1)
+            return iter([1, 2])
+
+        def __len__(self):
+            return 2
+
+    assert list(progress(Loader(), enabled=False)) == [1, 2] and list(progress(Loader(), enabled=True)) == [1, 2]
+    assert len(calls) == 2  # once per bar
