@@ -73,36 +73,33 @@ def _validate(x, y, x_weights, y_weights, p, blur, scaling, diameter):
 def _sinkhorn(x, y, *, p, blur, scaling, diameter, x_weights, y_weights, debias, backend) -> torch.Tensor:
     a, b = _validate(x, y, x_weights, y_weights, p, blur, scaling, diameter)
     chosen = choose_backend(backend, x, y)
+    if chosen == "torch":
+        return sinkhorn_reference(x, y, a, b, p=p, blur=blur, scaling=scaling, diameter=diameter, debias=debias)
+    eps_list = epsilon_schedule(p, max_diameter(x, y) if diameter is None else diameter, blur, scaling)
     if chosen == "numba":
         from fastmed.kernels.sinkhorn_numba import SinkhornNumba
 
         work = torch.float64 if x.dtype == torch.float64 else torch.float32  # fp16/bf16: float32 like the reference
-        diam = max_diameter(x, y) if diameter is None else diameter
-        eps_list = epsilon_schedule(p, diam, blur, scaling)
         return SinkhornNumba.apply(x.to(work), y.to(work), a.to(work), b.to(work), p, eps_list, debias).to(x.dtype)
-    if chosen == "triton":
-        if x.dtype not in TRITON_DTYPES:
-            raise ValueError(f"backend='triton' supports float32/bfloat16/float16 x and y, got {x.dtype}")
-        from fastmed.kernels.sinkhorn_triton import sinkhorn_triton
+    if x.dtype not in TRITON_DTYPES:
+        raise ValueError(f"backend='triton' supports float32/bfloat16/float16 x and y, got {x.dtype}")
+    from fastmed.kernels.sinkhorn_triton import sinkhorn_triton
 
-        diam = max_diameter(x, y) if diameter is None else diameter
-        return sinkhorn_triton(x, y, a, b, p=p, eps_list=epsilon_schedule(p, diam, blur, scaling), debias=debias)
-    return sinkhorn_reference(x, y, a, b, p=p, blur=blur, scaling=scaling, diameter=diameter, debias=debias)
+    return sinkhorn_triton(x, y, a, b, p=p, eps_list=eps_list, debias=debias)
 
 
 def choose_backend(backend: str, x: torch.Tensor, y: torch.Tensor) -> str:
     """``"triton"``, ``"numba"`` or ``"torch"`` for this request (see the module docstring)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "numba":
-        if x.device.type != "cpu":
-            raise RuntimeError(f"backend='numba' needs CPU tensors, got x on {x.device}; use backend='auto'")
+    on_cpu = x.device.type == "cpu"
+    if backend == "numba" and not on_cpu:
+        raise RuntimeError(f"backend='numba' needs CPU tensors, got x on {x.device}; use backend='auto'")
+    if backend == "numba" or (backend == "auto" and on_cpu):
         return "numba"
     chosen = resolve_backend(backend, x, y)
     if backend == "auto" and chosen == "triton" and x.dtype not in TRITON_DTYPES:
         return "torch"
-    if backend == "auto" and chosen == "torch" and x.device.type == "cpu":
-        return "numba"
     return chosen
 
 
