@@ -215,6 +215,59 @@ def wrap_model(model: torch.nn.Module, device: torch.device, batch: int | None =
     return _DDP(model, device_ids=ids, find_unused_parameters=True)
 
 
+def sync_gradients(optimizer: torch.optim.Optimizer, *models: torch.nn.Module, batch: int | None = None) -> torch.optim.Optimizer:
+    """Average the gradients of ``optimizer``'s parameters over the ranks before each of its steps (no-op without torchrun).
+
+    The alternative to ``wrap_model`` for trainers that DDP does not fit: GANs
+    (several forward passes of one network per backward), several models,
+    per-sample gradients with ``torch.func`` on the plain module. ``models``
+    get rank 0's parameters and buffers now and synchronised BatchNorm (as in
+    ``wrap_model``, in place). A parameter without a gradient on every rank
+    keeps none; one with a gradient on some ranks gets the average (zero elsewhere).
+    """
+    if world_size() == 1:
+        return optimizer
+    for model in models:
+        if batch is None or batch < SYNC_BN_BELOW:
+            _sync_batchnorm_in_place(model)
+        with torch.no_grad():
+            for t in [*model.parameters(), *model.buffers()]:
+                dist.broadcast(t, src=0)
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: _average_gradients(opt))
+    return optimizer
+
+
+def _sync_batchnorm_in_place(model: torch.nn.Module) -> None:
+    """Replace ``model``'s BatchNorm layers by synchronised ones (the same parameter and buffer tensors)."""
+    cuda = next(iter(model.parameters()), torch.empty(0)).device.type == "cuda"
+    for name, child in model.named_children():
+        if isinstance(child, torch.nn.modules.batchnorm._BatchNorm):
+            model.add_module(name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child) if cuda else convert_to_cpu_sync_bn(child))
+        else:
+            _sync_batchnorm_in_place(child)
+
+
+def _average_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """Replace each parameter's gradient by its mean over the ranks (one all-reduce of them all)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    has = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
+    flat = torch.cat([g.reshape(-1).float() for g in grads] + [has])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    parts = flat[:-len(params)].split([g.numel() for g in grads])
+    for p, g, part, any_rank in zip(params, grads, parts, flat[-len(params):].tolist()):
+        if any_rank > 0:
+            p.grad = part.view_as(p).to(g.dtype)
+
+
+def rank_part(batch: torch.Tensor) -> torch.Tensor:
+    """This rank's rows of a ``batch`` drawn identically on every rank (rows ``rank, rank + N, ...``; all without torchrun)."""
+    return batch[rank()::world_size()] if world_size() > 1 else batch
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain module inside a ``wrap_model`` result."""
     return model.module if isinstance(model, DistributedDataParallel) else model

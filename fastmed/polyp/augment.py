@@ -36,18 +36,27 @@ import torch
 
 from fastmed.cfg.polyp import PolypAugmentConfig
 from fastmed.data.folders import format_skipped
+from fastmed.engine import distributed
 from fastmed.engine.checkpoint import load_model, make_checkpoint
-from fastmed.engine.plots import save_image_grid
 from fastmed.engine.run_dir import RunDir
 from fastmed.engine.training_run import RunSummary, start_run
 from fastmed.errors import FastmedError
 from fastmed.nets.classifiers import feature_extractor
 from fastmed.nets.registry import create_model
 from fastmed.polyp import gan_losses as L
-from fastmed.polyp.generate import generate_batch
+from fastmed.polyp.gen_metrics import Judge, generation_metrics, held_out_real, train_judge
+from fastmed.polyp.generate import generate_batch, save_samples_grid
 from fastmed.polyp.image_sets import ImageSet, imagenet_normalize, load_class_folders
 
 PIXEL_NORMALIZATION = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}  # [0, 1] -> [-1, 1]
+# defaults of the options left unset (None): (the diverse generator, the --identity-start baseline)
+DESIGN_DEFAULTS = {"lr": (1e-4, 2e-4), "lr_d": (4e-4, 2e-4), "w_gen": (5.0, 10.0), "w_pred": (3.0, 1.0),
+                   "w_div": (1.0, 0.0), "d_fake_class_weight": (0.0, 0.5)}
+
+
+def design_settings(cfg: PolypAugmentConfig) -> dict[str, float]:
+    """The learning rates and loss weights of a run: each option as given, else its design's default."""
+    return {k: getattr(cfg, k) if getattr(cfg, k) is not None else pair[int(cfg.identity_start)] for k, pair in DESIGN_DEFAULTS.items()}
 
 
 def frozen_feature_net(features: str | None, feature_arch: str, num_classes: int, seed: int, device: torch.device) -> torch.nn.Module:
@@ -77,25 +86,31 @@ class GeneratorTask:
 
     def __init__(self, cfg: PolypAugmentConfig, data: ImageSet, device: torch.device, run: RunDir):
         self.cfg, self.data, self.device, self.run = cfg, data, device, run
+        self.w = design_settings(cfg)
         K = len(data.class_names)
         self.K = K
-        self.g_kwargs = {"num_classes": K, "base": cfg.base, "n_res": 3, "noise_channels": 1}
+        self.g_kwargs = {"num_classes": K, "base": cfg.base, "n_res": 3, "noise_channels": 1, "identity_start": cfg.identity_start}
         self.G = create_model("cond_generator", **self.g_kwargs).to(device)
         self.F = create_model("cond_generator", **{**self.g_kwargs, "noise_channels": 0}).to(device)
         self.D = create_model("cond_discriminator", num_classes=K, base=cfg.base).to(device)
         self.phi = frozen_feature_net(cfg.features, cfg.feature_arch, K, cfg.seed, device)
-        adam = {"lr": cfg.lr, "betas": (0.5, 0.999), "weight_decay": cfg.weight_decay}  # AdamW with weight_decay 0 is Adam
-        self.opt_g = torch.optim.AdamW(list(self.G.parameters()) + list(self.F.parameters()), **adam)
-        self.opt_d = torch.optim.AdamW(self.D.parameters(), **adam)
+        adam = {"betas": (0.5, 0.999), "weight_decay": cfg.weight_decay}  # AdamW with weight_decay 0 is Adam
+        self.opt_g = torch.optim.AdamW(list(self.G.parameters()) + list(self.F.parameters()), lr=self.w["lr"], **adam)
+        self.opt_d = torch.optim.AdamW(self.D.parameters(), lr=self.w["lr_d"], **adam)
         self.by_class = [torch.nonzero(data.labels == k).flatten() for k in range(K)]
         missing = [data.class_names[k] for k in range(K) if len(self.by_class[k]) == 0]
         if missing:
             raise FastmedError(f"class(es) {missing} have no training image")
-        self.rng = torch.Generator().manual_seed(cfg.seed)
+        for opt, nets in ((self.opt_g, (self.G, self.F)), (self.opt_d, (self.D,))):
+            distributed.sync_gradients(opt, *nets)  # torchrun: each rank draws its own batch (seed + rank)
+        self.rng = torch.Generator().manual_seed(cfg.seed + distributed.rank())
         self.steps, self.stopped, self.epoch_targets = 0, False, []
         self.use_dist = cfg.w_dist1 > 0 or cfg.w_dist2 > 0
         # fixed sources for the sample grid: up to 4 per class
         self.grid_idx = torch.cat([idx[:4] for idx in self.by_class])
+        self.judge_ckpt = train_judge(data, cfg.seed + 1000, cfg.judge_steps, device) if not cfg.judge else None
+        self.judge = Judge.from_checkpoint(cfg.judge or self.judge_ckpt, device)
+        self.real_test, self.real_test_split = held_out_real(cfg.data, data.class_names, cfg.image_size)
 
     # ---- data -------------------------------------------------------------------------------
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,22 +140,25 @@ class GeneratorTask:
         fake = L.normalize_features(self.phi(fake01)).view(self.K, 2 * n, -1)
         return L.distribution_distances(
             list(real[:, :n]), list(real[:, n:]), list(fake[:, :n]), list(fake[:, n:]), blur=self.cfg.blur,
+            detach_self=not self.cfg.identity_start,
         )
 
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
         cfg = self.cfg
         x01, y = batch[0].to(self.device), batch[1].to(self.device)
         x = x01 * 2 - 1
-        fake = self.G(x, y, torch.randn(x.shape[0], 1, *x.shape[2:], device=self.device))
+        noise = lambda: torch.randn(x.shape[0], 1, *x.shape[2:], device=self.device)  # noqa: E731
+        fake = self.G(x, y, noise())
 
-        # discriminator: adversarial head + class head
-        real_adv, real_cls = self.D(x)
-        fake_adv, fake_cls = self.D(fake.detach())
-        loss_d = L.adversarial_loss(real_adv, True) + L.adversarial_loss(fake_adv, False) + L.discriminator_class_loss(
-            real_cls, y, fake_cls, y, cfg.d_fake_class_weight)
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_d.step()
+        # discriminator: adversarial head + class head, d_steps updates on this batch
+        for _ in range(cfg.d_steps):
+            real_adv, real_cls = self.D(x)
+            fake_adv, fake_cls = self.D(fake.detach())
+            loss_d = L.adversarial_loss(real_adv, True) + L.adversarial_loss(fake_adv, False) + L.discriminator_class_loss(
+                real_cls, y, fake_cls, y, self.w["d_fake_class_weight"])
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
 
         # generators G and F: the target loss
         adv, cls = self.D(fake)
@@ -149,7 +167,11 @@ class GeneratorTask:
             "gen": L.generation_loss(x, self.F(fake, y)),
             "pred": L.prediction_loss(cls, y),
         }
-        target = cfg.w_adv * out["adv"] + cfg.w_gen * out["gen"] + cfg.w_pred * out["pred"]
+        w = self.w
+        target = cfg.w_adv * out["adv"] + w["w_gen"] * out["gen"] + w["w_pred"] * out["pred"]
+        if w["w_div"] > 0:  # a second noise draw of the same sources: diversity on the [0, 1] scale
+            out["div"] = L.diversity_loss((fake + 1) / 2, (self.G(x, y, noise()) + 1) / 2, cfg.div_target)
+            target = target + w["w_div"] * out["div"]
         if self.use_dist:
             first, second = self._distances(x01, (fake + 1) / 2)
             out["dist1"], out["dist2"] = L.distribution_losses(first, second, cfg.margin)
@@ -165,30 +187,37 @@ class GeneratorTask:
     # ---- fit-loop hooks ---------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Class agreement of D's class head on generated images, and the update condition."""
+        """Diversity and independent-judge measures on every training image (``gen_metrics``), D's class
+        agreement, the samples grid and the update condition."""
         self.G.eval()
         self.D.eval()
         gen = torch.Generator().manual_seed(self.cfg.seed + 1)
-        x01, y = self.data.images[self.grid_idx].to(self.device), self.data.labels[self.grid_idx].to(self.device)
-        fake01 = generate_batch(self.G, x01, y, gen)
-        _, cls = self.D(fake01 * 2 - 1)
-        pairs = torch.stack([x01, fake01], 1).flatten(0, 1).permute(0, 2, 3, 1).cpu().numpy()
-        titles = [f"{self.data.class_names[int(c)]} {'src' if j == 0 else 'gen'}" for c in y.tolist() for j in (0, 1)]
-        save_image_grid(pairs, self.run.path / "samples.png", titles=titles, ncols=8)
+        draws = [torch.cat([generate_batch(self.G, self.data.images[i:i + 128].to(self.device), self.data.labels[i:i + 128].to(self.device), gen)
+                            for i in range(0, len(self.data.labels), 128)]) for _ in range(2)]
+        metrics = generation_metrics(self.data.images.to(self.device), self.data.labels, draws[0], draws[1], self.judge, self.real_test)
+        y = self.data.labels[self.grid_idx].to(self.device)
+        _, cls = self.D(draws[0][self.grid_idx] * 2 - 1)
+        save_samples_grid(self.data.images[self.grid_idx], [d[self.grid_idx] for d in draws],
+                          [self.data.class_names[int(c)] for c in y.tolist()], self.run.path / "samples.png")
         if self.cfg.loss_threshold is not None and self.epoch_targets and np.mean(self.epoch_targets) < self.cfg.loss_threshold:
             self.stopped = True
-        return {"d_class_agreement": float((cls.argmax(1) == y).float().mean()), "updates": float(self.steps),
+        return {**metrics, "d_class_agreement": float((cls.argmax(1) == y).float().mean()), "updates": float(self.steps),
                 "stopped": float(self.stopped)}
 
     def checkpoint(self) -> dict[str, Any]:
         s = self.cfg.image_size
-        return make_checkpoint(
+        ckpt = make_checkpoint(
             self.G, task="polyp", kind="generator", arch="cond_generator", arch_kwargs=self.g_kwargs,
             class_names=self.data.class_names, input_size=[s, s], normalization=PIXEL_NORMALIZATION,
-            meta={"losses": {k: getattr(self.cfg, k) for k in ("w_adv", "w_gen", "w_pred", "w_dist1", "w_dist2", "margin", "blur")},
+            meta={"losses": {**{k: getattr(self.cfg, k) for k in ("w_adv", "w_dist1", "w_dist2", "div_target", "margin", "blur")},
+                             **self.w},
                   "features": self.cfg.features or f"random {self.cfg.feature_arch} (seed {self.cfg.seed})",
+                  "judge": self.cfg.judge or f"judge_cnn trained on the {len(self.data.labels)} real training images",
                   "updates": self.steps},
         )
+        if self.judge_ckpt is not None:  # the judge travels with the generator, so `generate` measures with it
+            ckpt["judge"] = self.judge_ckpt
+        return ckpt
 
     def state_dict(self) -> dict[str, Any]:
         return {"restorer": self.F.state_dict(), "discriminator": self.D.state_dict(), "opt_g": self.opt_g.state_dict(),

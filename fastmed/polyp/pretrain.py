@@ -7,7 +7,10 @@ convolutional trunk of the classifier ``--arch`` itself (ResNet: stem to
 ``layer4``; MobileNet/EfficientNet: ``features``), so the trained weights are
 the classifier's own parameters. The decoder (upsampling convolutions, no
 skip connections, so every detail has to pass through the encoder) is thrown
-away afterwards. Labels are not used.
+away afterwards. Labels are not used. ``--extra-data`` folders (e.g. the
+images of ``fastmed polyp generate``) join the training images; the held-out
+restoration images come from ``DATA`` only, so the validation MSE measures the
+same thing with and without them.
 
 Output (contract with ``fastmed polyp train --pretrained PATH``): the run
 folder's ``weights/best.pt`` is a fastmed checkpoint with
@@ -30,6 +33,7 @@ from torch import nn
 
 from fastmed.cfg.polyp import PolypPretrainConfig
 from fastmed.data.folders import format_skipped
+from fastmed.engine import distributed
 from fastmed.engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD, make_checkpoint
 from fastmed.data.images import list_images
 from fastmed.engine.device import autocast
@@ -109,17 +113,18 @@ class PretrainTask:
         self.corrupt = partial(corrupt, bezier_prob=cfg.bezier_prob, shuffle_prob=cfg.shuffle_prob, shuffle_window=cfg.shuffle_window,
                                paint_prob=cfg.paint_prob, outpaint_share=cfg.outpaint_share)
         self.train_set = CorruptedImages(train, self.corrupt, cfg.seed)
-        self.loader = torch.utils.data.DataLoader(
+        self.loader = distributed.train_loader(
             self.train_set, batch_size=min(cfg.batch_size, len(train)), shuffle=True, drop_last=True,
             generator=torch.Generator().manual_seed(cfg.seed), num_workers=cfg.workers)
         val_rng = np.random.default_rng([cfg.seed, 1])
         self.val_clean = val
         self.val_corrupt = torch.stack([self.corrupt(img, val_rng) for img in val]) if len(val) else val
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = distributed.sync_gradients(torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay), self.net)
 
     def train_batches(self, epoch: int) -> Iterator[Any]:
         self.net.train()
         self.train_set.epoch = epoch  # read by the workers, which start when the loader is iterated
+        distributed.set_epoch(self.loader, epoch)  # torchrun: this epoch's share of the shuffled order
         return iter(self.loader)
 
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
@@ -178,11 +183,23 @@ def run_pretrain(cfg: PolypPretrainConfig) -> RunSummary:
         raise DataError(f"{cfg.data}: pre-training needs at least 2 readable images, found {n}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
     n_val = min(n - 1, max(1, round(n * cfg.val_fraction))) if cfg.val_fraction > 0 else 0
-    task = PretrainTask(cfg, images.images[order[n_val:]], images.images[order[:n_val]], session.device, session.run)
-    print(f"pre-training the {cfg.arch} encoder on {n - n_val} images ({n_val} held out), device {session.device}; "
+    train, skipped = [images.images[order[n_val:]]], list(images.skipped)
+    for extra in cfg.extra_data:
+        extra_paths = list_images(class_folder_root(extra))
+        if not extra_paths:
+            raise DataError(f"--extra-data {extra}: no image found")
+        more = load_image_set([(p, 0) for p in extra_paths], ["image"], cfg.image_size)
+        train.append(more.images)
+        skipped += more.skipped
+        print(f"extra data {extra}: {len(more.paths)} images")
+        if more.skipped:
+            print(format_skipped(more.skipped))
+    train_images = torch.cat(train)
+    task = PretrainTask(cfg, train_images, images.images[order[:n_val]], session.device, session.run)
+    print(f"pre-training the {cfg.arch} encoder on {len(train_images)} images ({n_val} held out), device {session.device}; "
           f"run: {session.path}")
     summary = session.fit(task, monitor="val/mse" if n_val else None, mode="min",
-                          title=f"Models-Genesis pre-training ({cfg.arch})", skipped=len(images.skipped))
+                          title=f"Models-Genesis pre-training ({cfg.arch})", skipped=len(skipped))
     if n_val:
         print(f"restoration MSE {summary.metrics['val/mse']:.4g} (corrupted input: {summary.metrics['val/mse_identity']:.4g})")
     return summary

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from fastmed.data.split import stratified_split
+from fastmed.engine import distributed
 from fastmed.engine.checkpoint import make_checkpoint
 from fastmed.engine.device import autocast
 from fastmed.engine.metrics import roc_auc
@@ -134,15 +135,16 @@ class WsiTrainTask:
                             "dropout": cfg.dropout, "normalize": cfg.normalize}
         self.model = AttentionMIL(**self.arch_kwargs)
         self.model.set_feature_stats(*self.train.feature_stats())
-        self.model.to(device)
+        self.model = distributed.wrap_model(self.model.to(device), device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.weights = {"patch": cfg.w_patch, "bag": cfg.w_bag, "topk": cfg.w_topk, "attn": cfg.w_attn}
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed + distributed.rank())  # torchrun: patch draws differ by rank
+        self.rank_batch = distributed.per_rank_batch(cfg.batch_size)
 
     def train_batches(self, epoch: int) -> Iterable[BagBatch]:
-        order = torch.randperm(len(self.train), generator=self.gen).tolist()
+        order = distributed.epoch_order(len(self.train), self.cfg.seed, epoch, self.gen)  # torchrun: this rank's slides
         self.train.set_epoch(epoch)
-        return bag_loader(self.train, [order[i:i + self.cfg.batch_size] for i in range(0, len(order), self.cfg.batch_size)],
+        return bag_loader(self.train, [order[i:i + self.rank_batch] for i in range(0, len(order), self.rank_batch)],
                           self.cfg.workers)
 
     def train_step(self, batch: BagBatch) -> dict[str, float]:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastmed.engine import distributed
 from fastmed.engine.checkpoint import make_checkpoint
 from fastmed.engine.device import autocast
 from fastmed.engine.training_run import RunSummary, start_run
@@ -89,8 +90,9 @@ class ContourTask:
         torch.manual_seed(cfg.seed)
         self.model = UNet(**self.arch_kwargs).to(device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        distributed.sync_gradients(self.opt, self.model)  # torchrun: gradients averaged over the ranks
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.loader = torch.utils.data.DataLoader(self.train_ds, batch_size=cfg.batch_size, shuffle=True,
+        self.loader = distributed.train_loader(self.train_ds, batch_size=cfg.batch_size, shuffle=True,
                                                   generator=self.gen, num_workers=cfg.workers)
 
     def train_batches(self, epoch: int):

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from fastmed.engine import distributed
 from fastmed.engine.checkpoint import load_model, make_checkpoint
 from fastmed.engine.device import autocast, select_device
 from fastmed.engine.run_dir import RunDir
@@ -124,6 +125,8 @@ class ReweightTask:
             torch.manual_seed(cfg.seed + 1000)  # the auxiliary model: another initialisation
             self.models.append(UNet(**self.arch_kwargs).to(device))
         self.opts = [torch.optim.AdamW(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay) for m in self.models]
+        for m, opt in zip(self.models, self.opts):  # torchrun: averaged gradients; the gamma updates run on every rank alike
+            distributed.sync_gradients(opt, m, batch=distributed.per_rank_batch(cfg.batch_size))
         self.step_count = 0
 
     # --- batches -------------------------------------------------------------
@@ -200,12 +203,13 @@ class ReweightTask:
         return dot_quantiles(self.gammas.dot_history[-1][2])
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        batch = {k: distributed.rank_part(v) for k, v in batch.items()}  # torchrun: this rank's rows of the draw
         xe, ye = self._take(self.exact, batch["exact"], self.cfg.augment)
         xr = yr = gamma = None
         if "rough" in batch:
             xr, yr = self._take(self.rough, batch["rough"], self.cfg.augment)
             gamma = self.gammas.gamma[batch["rough"]].to(self.device)
-        m = self.mixed_batch() if len(self.models) == 2 else None
+        m = {k: distributed.rank_part(v) for k, v in self.mixed_batch().items()} if len(self.models) == 2 else None
         out = {}
         for k, (model, opt) in enumerate(zip(self.models, self.opts)):
             model.train()
