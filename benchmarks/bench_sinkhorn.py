@@ -5,8 +5,8 @@ uniform weights, ``p = 2`` and, per size, the same ``blur``, ``scaling`` and
 ``diameter`` (hence the same eps schedule):
 
 * ``fastmed numba`` – ``sinkhorn_divergence(backend="auto")``, which is the
-  Numba kernel on the CPU (the Triton kernel on CUDA);
-* ``fastmed numba, 1 thread`` – the same with ``torch.set_num_threads(1)``;
+  Numba kernel on the CPU (``fastmed triton`` on CUDA: the Triton kernel);
+* ``fastmed numba, 1 thread`` – the same with ``torch.set_num_threads(1)`` (CPU);
 * ``fastmed torch`` – the readable PyTorch reference (``backend="torch"``);
 * ``geomloss tensorized`` – ``geomloss.SamplesLoss("sinkhorn", backend="tensorized")``,
   the anchor (agreement with fastmed is checked and recorded);
@@ -16,7 +16,8 @@ uniform weights, ``p = 2`` and, per size, the same ``blur``, ``scaling`` and
 
 Sizes: one step of ``polyp augment`` (3 classes, 2 x 4 images each: 12
 problems of 4 vs 4 L2-normalised 576-d MobileNet features, blur 0.05,
-diameter 2), issue 17's B16 N=M=128 D256, and fewer, larger problems.
+diameter 2), issue 17's B16 N=M=128 D256, and fewer, larger problems (CUDA:
+larger sizes).
 
 Time: median of interleaved forward+backward repetitions (the CPU is shared:
 compare the ratios, taken in one process; the load average is recorded).
@@ -29,7 +30,8 @@ Bound of the Numba path, from throughputs measured here: its exponentials
 rate of its vectorised float32 ``exp`` per thread, plus the GEMMs of the costs
 and of the gradient at the measured ``torch.bmm`` rate; the memory bound (costs
 written and read once, gradient blocks written and read once, at the measured
-copy bandwidth) is far below that.
+copy bandwidth) is far below that. The fixed cost of a call (the same
+forward+backward with one point per set) is listed beside it.
 
     .venv/bin/python benchmarks/bench_sinkhorn.py [--quick] [--threads 2] [--out DIR]
 
@@ -58,18 +60,24 @@ AUGMENT = dict(blur=0.05, scaling=0.5, diameter=2.0)   # fastmed.polyp.augment /
 GAUSS = dict(blur=0.1, scaling=0.5, diameter=20.0)     # Gaussian clouds: the earlier bench's schedule
 # (B, N, M, D, parameters, L2-normalised points?)
 SIZES = [((12, 4, 4, 576), AUGMENT, True), ((16, 128, 128, 256), GAUSS, False), ((4, 512, 512, 64), GAUSS, False)]
+CUDA_SIZES = [((12, 4, 4, 576), AUGMENT, True), ((8, 256, 256, 64), GAUSS, False), ((64, 256, 256, 512), GAUSS, False)]
 QUICK_SIZES = [((12, 4, 4, 576), AUGMENT, True), ((4, 32, 32, 16), GAUSS, False), ((2, 64, 64, 32), GAUSS, False)]
 ANCHOR = "geomloss tensorized"
 
 
-def variants(params: dict, threads: int) -> dict:
+def fast_name(device: str) -> str:
+    """The name of fastmed's ``backend="auto"`` row on ``device``."""
+    return "fastmed numba" if device == "cpu" else "fastmed triton"
+
+
+def variants(params: dict, threads: int, device: str) -> dict:
     """name -> ``fn(x, y) -> (B,)`` for the installed libraries."""
     def one_thread(x, y):
         torch.set_num_threads(1)  # restored by time_variants after the timed call
         return sinkhorn_divergence(x, y, **params)
 
-    out = {"fastmed numba": lambda x, y: sinkhorn_divergence(x, y, **params)}
-    if threads > 1:
+    out = {fast_name(device): lambda x, y: sinkhorn_divergence(x, y, **params)}
+    if threads > 1 and device == "cpu":
         out["fastmed numba, 1 thread"] = one_thread
     out["fastmed torch"] = lambda x, y: sinkhorn_divergence(x, y, backend="torch", **params)
     try:
@@ -137,11 +145,11 @@ def time_variants(fns: dict, x, y, device: str, reps: int, threads: int) -> dict
     return {k: statistics.median(v[1:]) for k, v in times.items()}
 
 
-def agreement(fns: dict, x, y) -> dict:
+def agreement(fns: dict, x, y, device: str) -> dict:
     """Relative max differences of fastmed's value and x-gradient from GeomLoss's."""
     if ANCHOR not in fns:
         return {}
-    (v0, g0), (v1, g1) = run_once(fns[ANCHOR], x, y), run_once(fns["fastmed numba"], x, y)
+    (v0, g0), (v1, g1) = run_once(fns[ANCHOR], x, y), run_once(fns[fast_name(device)], x, y)
     return {"value_rel_diff": float((v1 - v0).abs().max() / v0.abs().max()),
             "grad_rel_diff": float((g1 - g0).abs().max() / g0.abs().max())}
 
@@ -208,13 +216,13 @@ def numba_bound(shape: tuple, n_eps: int, rates: dict) -> dict:
 # ---- peak memory ---------------------------------------------------------------------------------------------
 def peak_memory_mib(name: str, size_index: int, quick: bool, device: str) -> float | None:
     """Peak memory growth (MiB) of one forward+backward of ``name``, in a fresh process on the CPU."""
-    shape, params, normalized = (QUICK_SIZES if quick else SIZES)[size_index]
+    shape, params, normalized = sizes_for(device, quick)[size_index]
     if device.startswith("cuda"):
         x, y = make_inputs(shape, normalized, device)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        run_once(variants(params, 1)[name], x, y)
+        run_once(variants(params, 1, device)[name], x, y)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     if not Path("/proc/self/clear_refs").exists():
@@ -236,8 +244,8 @@ def _vm_kib(key: str) -> int:
 
 def memory_child(name: str, size_index: int, quick: bool) -> None:
     torch.set_num_threads(1)
-    shape, params, normalized = (QUICK_SIZES if quick else SIZES)[size_index]
-    fn = variants(params, 1)[name]
+    shape, params, normalized = sizes_for("cpu", quick)[size_index]
+    fn = variants(params, 1, "cpu")[name]
     run_once(fn, *make_inputs((1, 4, 4, shape[3]), normalized))  # imports and one-time set-up, on a tiny problem
     x, y = make_inputs(shape, normalized)
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
@@ -247,8 +255,12 @@ def memory_child(name: str, size_index: int, quick: bool) -> None:
 
 
 # ---- main ----------------------------------------------------------------------------------------------------
+def sizes_for(device: str, quick: bool) -> list:
+    return QUICK_SIZES if quick else (SIZES if device == "cpu" else CUDA_SIZES)
+
+
 def bench_size(i: int, shape: tuple, params: dict, normalized: bool, args, rates: dict) -> dict:
-    fns = variants(params, args.threads)
+    fns = variants(params, args.threads, args.device)
     if shape[0] * shape[1] * shape[2] > 16 * 16:  # POT solves one problem per call in Python: smallest size only
         fns.pop("POT sinkhorn_log", None)
     x, y = make_inputs(shape, normalized, args.device)
@@ -257,6 +269,10 @@ def bench_size(i: int, shape: tuple, params: dict, normalized: bool, args, rates
     t = time_variants(fns, x, y, args.device, reps, args.threads)
     n_eps = len(epsilon_schedule(2, params["diameter"], params["blur"], params["scaling"]))
     bound = numba_bound(shape, n_eps, rates) if args.device == "cpu" else None
+    if bound:
+        one = make_inputs((shape[0], 1, 1, shape[3]), normalized)
+        fixed = time_variants({"fixed": fns[fast_name("cpu")]}, *one, "cpu", reps, args.threads)["fixed"]
+        bound["call_fixed_ms"] = round(fixed * 1e3, 3)
     anchor = t.get(ANCHOR)
     rows = []
     for name, secs in t.items():
@@ -266,10 +282,12 @@ def bench_size(i: int, shape: tuple, params: dict, normalized: bool, args, rates
             "speedup_vs_geomloss": round(anchor / secs, 3) if anchor else None,
             "peak_mem_mib": round(mem, 2) if mem is not None else None,
             "time_vs_bound": round(secs * 1e3 / bound["bound_ms"], 2) if bound and name.startswith("fastmed numba") else None,
+            "time_vs_bound_plus_fixed": (round(secs * 1e3 / (bound["bound_ms"] + bound["call_fixed_ms"]), 2)
+                                         if bound and name.startswith("fastmed numba") else None),
         })
         print(shape, rows[-1], flush=True)
     return {"shape_BNMD": list(shape), **params, "normalized": normalized, "eps_steps": n_eps, "repeats": reps,
-            "agreement_vs_geomloss": agreement(fns, x, y), "bound": bound, "rows": rows}
+            "agreement_vs_geomloss": agreement(fns, x, y, args.device), "bound": bound, "rows": rows}
 
 
 def markdown(res: dict) -> str:
@@ -278,8 +296,8 @@ def markdown(res: dict) -> str:
              f"{res['machine']}; after: {res['machine_after']}. Medians of interleaved repetitions, p=2.", ""]
     if r0:
         lines += [f"Measured here: Numba float32 exp {r0['exp_ns_per_element_1_thread']} ns/element on one thread, "
-                  f"torch.bmm {r0['bmm_gflop_s']} GFLOP/s, copy {r0['copy_gb_s']} GB/s. Bound of the Numba path = "
-                  "exps x exp time / threads + GEMM FLOPs / bmm rate (the memory bound is lower).", ""]
+                  f"torch.bmm {r0['bmm_gflop_s']} GFLOP/s, copy {r0['copy_gb_s']} GB/s. Bound of the Numba path = the larger of "
+                  "exps x exp time / threads + GEMM FLOPs / bmm rate, and bytes moved / copy bandwidth.", ""]
     for s in res["sizes"]:
         b, agr = s["bound"], s["agreement_vs_geomloss"]
         head = f"## B, N, M, D = {s['shape_BNMD']}{' (L2-normalised, one polyp augment step)' if s['normalized'] else ''}"
@@ -289,10 +307,13 @@ def markdown(res: dict) -> str:
             lines[-1] += f" fastmed vs GeomLoss: value rel. diff {agr['value_rel_diff']:.1e}, grad x rel. diff {agr['grad_rel_diff']:.1e}."
         if b:
             lines[-1] += (f" Numba bound {b['bound_ms']} ms = exp {b['exp_ms']} ms ({b['exps']:.3g} exps, {b['exp_threads']} thread(s))"
-                          f" + GEMM {b['gemm_ms']} ms ({b['gemm_gflop']} GFLOP); memory {b['memory_ms']} ms.")
-        lines += ["", "| variant | median ms | speedup vs GeomLoss tensorized | peak mem MiB | x bound |", "|---|---|---|---|---|"]
+                          f" + GEMM {b['gemm_ms']} ms ({b['gemm_gflop']} GFLOP); memory {b['memory_ms']} ms;"
+                          f" fixed cost of a call (1 point per set) {b['call_fixed_ms']} ms.")
+        lines += ["", "| variant | median ms | speedup vs GeomLoss tensorized | peak mem MiB | x bound | x (bound + fixed cost) |",
+                  "|---|---|---|---|---|---|"]
         for r in s["rows"]:
-            cells = [r["variant"], r["median_ms"], r["speedup_vs_geomloss"], r["peak_mem_mib"], r["time_vs_bound"]]
+            cells = [r["variant"], r["median_ms"], r["speedup_vs_geomloss"], r["peak_mem_mib"], r["time_vs_bound"],
+                     r["time_vs_bound_plus_fixed"]]
             lines.append("| " + " | ".join("" if c is None else str(c) for c in cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -317,7 +338,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     machine = machine_note()  # load read before anything runs
     rates = throughputs(args.threads) if args.device == "cpu" else {}
-    sizes = [bench_size(i, *s, args, rates) for i, s in enumerate(QUICK_SIZES if args.quick else SIZES)]
+    sizes = [bench_size(i, *s, args, rates) for i, s in enumerate(sizes_for(args.device, args.quick))]
     res = {"device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
            "cpu": platform.processor() or platform.machine(), "threads": args.threads, "quick": args.quick,
            "machine": machine, "machine_after": machine_note(), "throughputs": rates,
