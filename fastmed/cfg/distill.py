@@ -28,6 +28,19 @@ class DistillTrainConfig(TrainOptions):
     prior: bool = opt(True, "replace the student marginal by a learnable Gaussian prior (false: plain IIC)")
     prior_weight: float = opt(1.0, "weight λ of KL(student marginal ‖ prior)")
     prior_init_std: float = opt(0.1, "initial noise scale d of the prior")
+    prior_target: str = opt("none", "target class distribution π the prior is also pulled towards: none (the prior "
+                                    "fits the student's marginal alone), balanced (uniform), weak (the "
+                                    "--weak-classes get --weak-boost times the mass of the others)")
+    target_weight: float = opt(1.0, "weight μ of KL(π ‖ prior) against KL(student marginal ‖ prior) "
+                                    "(with --prior-target balanced|weak)")
+    weak_classes: str | None = opt(None, "comma-separated class names of the weak (rare) classes: favoured by "
+                                         "--prior-target weak, cut by --weak-train-fraction, scored as val/recall_weak")
+    weak_boost: float = opt(2.0, "with --prior-target weak: mass of a weak class in π relative to another class")
+    weak_train_fraction: float = opt(1.0, "keep this fraction of the --weak-classes' training images (the same "
+                                          "draw for every seed; an imbalanced-data experiment; 1 = all)")
+    feature_weight: float = opt(0.0, "weight of the L2 feature-matching baseline: relative squared error between "
+                                     "a learned linear projection of the student's pooled features and the "
+                                     "teacher's (0 = off)")
     teacher_aug: float = opt(0.5, "augmentation strength of the teacher's (weak) view")
     student_aug: float = opt(1.5, "augmentation strength of the student's (strong) view")
     flips: bool | None = opt(None, "flips and 90° turns in the augmentation (default: off for digits, on otherwise)")
@@ -36,14 +49,22 @@ class DistillTrainConfig(TrainOptions):
         from fastmed.errors import ConfigError
 
         super().validate()
-        for name in ("ce_weight", "kd_weight", "mi_weight", "teacher_aug", "student_aug"):
+        for name in ("ce_weight", "kd_weight", "mi_weight", "feature_weight", "target_weight", "teacher_aug",
+                     "student_aug"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"option --{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.teacher is None and (self.kd_weight > 0 or self.mi_weight > 0):
-            raise ConfigError("options --kd-weight/--mi-weight need --teacher; set both to 0 to train from labels alone")
-        if self.ce_weight == 0 and self.kd_weight == 0:
-            raise ConfigError("set --ce-weight or --kd-weight > 0: mutual information alone defines the student's "
-                              "classes only up to a relabelling")
+        if self.teacher is None and (self.kd_weight > 0 or self.mi_weight > 0 or self.feature_weight > 0):
+            raise ConfigError("options --kd-weight/--mi-weight/--feature-weight need --teacher; set them to 0 to "
+                              "train from labels alone")
+        if self.ce_weight == 0 and self.kd_weight == 0 and self.mi_weight == 0:
+            raise ConfigError("set --ce-weight, --kd-weight or --mi-weight > 0 (--feature-weight alone trains no "
+                              "classifier head)")
+        if self.prior_target != "none" and not (self.prior and self.mi_weight > 0):
+            raise ConfigError(f"--prior-target {self.prior_target} needs the prior: --mi-weight > 0 and --prior true")
+        if not 0.0 < self.weak_train_fraction <= 1.0:
+            raise ConfigError(f"option --weak-train-fraction must be in (0, 1], got {self.weak_train_fraction}")
+        if self.weak_train_fraction < 1.0 and not self.weak_classes:
+            raise ConfigError("--weak-train-fraction needs --weak-classes (the classes to cut)")
         if self.temperature <= 0:
             raise ConfigError(f"option --temperature must be > 0, got {self.temperature}")
         if self.prior and self.mi_weight > 0 and self.prior_weight <= 0:
@@ -64,7 +85,7 @@ class DistillPredictConfig(PolypPredictConfig):
 COMMANDS = [
     Command("distill", "train", DistillTrainConfig, "fastmed.distill.train:run_train",
             "distill a small student (MobileNet) from a frozen teacher checkpoint: mutual information with a "
-            "learnable Gaussian prior, optional Hinton KD"),
+            "learnable Gaussian prior (optionally favouring weak classes), optional Hinton KD and L2 features"),
     Command("distill", "predict", DistillPredictConfig, "fastmed.polyp.predict:run_predict",
             "per-image class probabilities from a student checkpoint (the classifier predictor of `polyp predict`)"),
 ]

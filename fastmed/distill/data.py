@@ -74,6 +74,45 @@ class LabelledImages:
             train = [(p, int(y)) for (p, _), y in zip(self.train, labels)]
         return LabelledImages(self.class_names, train, self.val, self.skipped)
 
+    def with_train_subset(self, indices: Sequence[int]) -> "LabelledImages":
+        """A copy whose training split keeps only the images at ``indices`` (in that order)."""
+        if isinstance(self.train, tuple):
+            idx = np.asarray(indices, dtype=np.int64)
+            train = (self.train[0][idx], self.train[1][idx])
+        else:
+            train = [self.train[i] for i in indices]
+        return LabelledImages(self.class_names, train, self.val, self.skipped)
+
+
+def class_indices(option: str, names: str | None, class_names: Sequence[str]) -> list[int]:
+    """The indices of the comma-separated class ``names`` (``None``/empty: none); one-line error for an unknown one."""
+    out = []
+    for name in (n.strip() for n in (names or "").split(",")):
+        if not name:
+            continue
+        if name not in class_names:
+            raise ConfigError(f"option --{option}: no class {name!r}; the classes are {', '.join(class_names)}")
+        out.append(list(class_names).index(name))
+    return sorted(set(out))
+
+
+def cut_classes(labels: Sequence[int], classes: Sequence[int], fraction: float) -> list[int]:
+    """Indices of the training images kept when each class in ``classes`` is cut to ``fraction`` (≥ 1 image each).
+
+    The kept images are a random draw with ``SPLIT_SEED`` (the same for every
+    training seed, so a teacher and its students see the same imbalanced set);
+    other classes keep all their images. Order is preserved.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"option --weak-train-fraction must be in (0, 1], got {fraction}")
+    rng = random.Random(SPLIT_SEED)
+    drop: set[int] = set()
+    for c in classes:
+        idx = [i for i, y in enumerate(labels) if int(y) == c]
+        keep = max(1, round(fraction * len(idx))) if idx else 0
+        drop.update(set(idx) - set(rng.sample(idx, keep)))
+    return [i for i in range(len(labels)) if i not in drop]
+
 
 def load_digits_images(val_fraction: float = 0.2) -> LabelledImages:
     """scikit-learn's bundled 8×8 digits (1797 images, no download) as grey RGB uint8, stratified split."""

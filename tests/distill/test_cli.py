@@ -127,3 +127,80 @@ def test_teacher_with_other_classes_is_rejected(synth_root, tmp_path, capsys):
     assert main(["distill", "train", f"data={synth_root / 'polyp'}", f"teacher={path}", "device=cpu",
                  f"out={tmp_path / 's'}"]) == 2
     assert "teacher's classes" in capsys.readouterr().err
+
+
+# --- issue 13: imbalanced data, a prior favouring the weak classes, L2 features, MI without labels -------------
+@pytest.fixture(scope="module")
+def digits_teacher(tmp_path_factory):
+    """A ResNet-18 trained 2 epochs on the digits at 8 px (val top-1 0.93 at seed 0)."""
+    out = tmp_path_factory.mktemp("digits_teacher") / "t"
+    assert main(["distill", "train", "data=digits", "arch=resnet18", "kd_weight=0", "mi_weight=0", "image_size=8",
+                 "epochs=2", "batch_size=128", "lr=3e-3", "device=cpu", "progress=false", f"out={out}"]) == 0
+    assert _metrics(out)[-1]["val/acc"] >= 0.7
+    return out / "weights" / "last.pt"
+
+
+def test_imbalanced_digits_with_a_prior_favouring_the_weak_classes(digits_teacher, tmp_path):
+    assert main(["distill", "train", "data=digits", f"teacher={digits_teacher}", "weak_classes=7,8,9",
+                 "weak_train_fraction=0.1", "prior_target=weak", "weak_boost=3", "target_weight=2", "epochs=2",
+                 "batch_size=128", "lr=3e-3", "device=cpu", "progress=false", f"out={tmp_path / 's'}"]) == 0
+    records = _metrics(tmp_path / "s")
+    rec = records[-1]
+    assert "train/target_kl" in rec and "val/recall_weak" in rec
+    assert rec["val/balanced_acc"] >= 0.18  # chance 0.1; seed 0 gave 0.26 (2 epochs, 8 px)
+    last = load_checkpoint(tmp_path / "s" / "weights" / "last.pt")
+    assert last["meta"]["weak_classes"] == ["7", "8", "9"] and last["meta"]["weak_train_fraction"] == 0.1
+    assert last["meta"]["objective"]["prior_target"] == "weak"
+    # the prior favours the weak classes: ~3x the mass of another class although they keep 10 % of their images
+    prior = torch.softmax(last["train_state"]["task"]["objective"]["mi.prior.mean"], 0)
+    assert prior[[7, 8, 9]].min() > 1.5 * prior[:7].max()
+
+
+@pytest.mark.slow  # ~35 s on an idle core (145-225 s at load 20)
+def test_l2_feature_matching_baseline(digits_teacher, tmp_path):
+    assert main(["distill", "train", "data=digits", f"teacher={digits_teacher}", "kd_weight=0", "mi_weight=0",
+                 "feature_weight=1", "epochs=2", "batch_size=128", "lr=3e-3", "device=cpu", "progress=false",
+                 f"out={tmp_path / 's'}"]) == 0
+    records = _metrics(tmp_path / "s")
+    assert "train/kd" not in records[-1] and "train/mi" not in records[-1]
+    # the projection learns to match the teacher's features (1.0 = a student projecting to zero)
+    assert records[-1]["train/feature_l2"] < records[0]["train/feature_l2"] < 1.0
+    assert records[-1]["val/acc"] >= 0.25  # chance 0.1; passed at >= 0.3 at seed 0
+    state = load_checkpoint(tmp_path / "s" / "weights" / "last.pt")["train_state"]["task"]["objective"]
+    assert state["features.projection.weight"].shape == (512, 576)  # MobileNetV3-small 576 -> ResNet-18 512
+
+
+@pytest.mark.slow  # ~35 s on an idle core (145-225 s at load 20)
+def test_mi_only_student_is_scored_and_saved_in_class_order(digits_teacher, tmp_path):
+    from fastmed.distill.data import load_digits_images
+    from fastmed.distill.views import view_transform
+
+    assert main(["distill", "train", "data=digits", f"teacher={digits_teacher}", "ce_weight=0", "kd_weight=0",
+                 "epochs=3", "batch_size=128", "lr=3e-3", "device=cpu", "progress=false", f"out={tmp_path / 's'}"]) == 0
+    rec = _metrics(tmp_path / "s")[-1]
+    assert "train/ce" not in rec and rec["val/acc"] == rec["val/matched_acc"]
+    # no label seen; a random student's matched accuracy is ~0.1-0.13; seed 0 gave 0.23 after 3 epochs
+    assert rec["val/matched_acc"] >= 0.17
+    model, ckpt = load_model(tmp_path / "s" / "weights" / "last.pt")
+    assert ckpt["meta"]["hungarian_matched"] is True
+    # the checkpoint's output c is class c: its plain accuracy is the matched accuracy of the last epoch
+    val_images, val_labels = load_digits_images().val
+    transform = view_transform(8, 0.0, ckpt["normalization"]["mean"], ckpt["normalization"]["std"], flips=False)
+    with torch.no_grad():
+        pred = model.eval()(torch.stack([transform(x) for x in val_images])).argmax(1)
+    assert (pred == torch.as_tensor(val_labels)).float().mean().item() == pytest.approx(rec["val/matched_acc"], abs=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["kd_weight=0", "mi_weight=0", "weak_classes=7,x"], "no class 'x'"),
+    (["teacher=T", "prior_target=weak"], "needs --weak-classes"),
+    (["kd_weight=0", "mi_weight=0", "weak_train_fraction=0.5"], "needs --weak-classes"),
+    (["kd_weight=0", "mi_weight=0", "weak_classes=1", "weak_train_fraction=0"], "weak-train-fraction"),
+    (["kd_weight=0", "mi_weight=0", "feature_weight=1"], "need --teacher"),
+    (["teacher=T", "mi_weight=0", "prior_target=balanced"], "needs the prior"),
+    (["teacher=T", "ce_weight=0", "kd_weight=0", "mi_weight=0", "feature_weight=1"], "trains no classifier head"),
+])
+def test_bad_issue13_options_are_reported(args, message, digits_teacher, tmp_path, capsys):
+    args = [a.replace("teacher=T", f"teacher={digits_teacher}") for a in args]
+    assert main(["distill", "train", "data=digits", "epochs=1", "device=cpu", f"out={tmp_path / 's'}", *args]) == 2
+    assert message in capsys.readouterr().err
