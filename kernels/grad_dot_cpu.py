@@ -3,19 +3,21 @@
 Same maths as ``grad_dot_reference`` (``<delta_m, f(a_m; G_W)> + <sum delta_m, G_b>``
 per layer), computed the way that is cheapest for the layer's shape:
 
-* convolutions (any dimension, transposed or not), by one of three exact ways:
-  ``"per-sample"``: the per-sample weight gradients ``(M, *W.shape)``, all in ONE
-  weight-gradient call of a convolution with ``M * groups`` groups (the batch
-  folded into the channels), then a dot with ``G_W``; ``"per-sample loop"``: the
-  same with one weight-gradient call per sample (oneDNN's batched weight gradient
-  is its fastest convolution kernel at many shapes); ``"forward"``: ``f(a; G_W)``
-  as the reference, dotted with ``delta`` through a batched matrix product (no
-  ``delta * f`` temporary). None forms the ``(M, C_out, ...)`` product, and which
-  is fastest depends on channels, resolution, kernel, stride and transposition
-  (measured: ``--layers`` of the benchmark), so on the CPU the first call for a
-  layer configuration and shapes times all three and keeps the fastest
-  (``measured_weight_dot``); off the CPU ``static_way`` uses per-sample gradients
-  up to ``PER_SAMPLE_GRAD_MAX_CHANNELS`` (C_in/groups * C_out/groups);
+* convolutions (any dimension, transposed or not), by one of four exact ways
+  (``WAYS``): ``"per-sample"``: the per-sample weight gradients ``(M, *W.shape)``,
+  all in ONE weight-gradient call of a convolution with ``M * groups`` groups
+  (the batch folded into the channels), then a dot with ``G_W``; ``"per-sample
+  loop"``: the same with one weight-gradient call per sample (oneDNN's batched
+  weight gradient is its fastest convolution kernel at many shapes);
+  ``"unfold"`` (Conv2d with few patch entries per output channel, e.g. a first
+  layer on RGB): the patch matrix times the output gradient, one batched GEMM;
+  ``"forward"``: ``f(a; G_W)`` as the reference, dotted with ``delta`` through a
+  batched matrix product (no ``delta * f`` temporary). None forms the
+  ``delta * f`` product, and which is fastest depends on channels, resolution,
+  kernel, stride and transposition (``--layers`` of the benchmark), so on the CPU
+  the first call for a layer configuration and shapes times them and keeps the
+  fastest (``measured_weight_dot``); off the CPU ``static_way`` uses per-sample
+  gradients up to ``PER_SAMPLE_GRAD_MAX_CHANNELS`` (C_in/groups * C_out/groups);
 * GroupNorm (and InstanceNorm on instance statistics): the per-sample affine
   gradients from the group statistics, ``rstd * (sum delta*a - mean * sum delta)``,
   without re-normalizing ``a``;
@@ -71,7 +73,8 @@ def per_sample_conv_weight_grad(module: nn.Module, a: torch.Tensor, delta: torch
     return grad_w.reshape(m, *g_weight.shape)
 
 
-WAYS = ("per-sample", "per-sample loop", "forward")  # the exact weight contractions of a convolution
+WAYS = ("per-sample", "per-sample loop", "unfold", "forward")  # the exact weight contractions of a convolution
+UNFOLD_MAX_GROWTH = 4  # "unfold" only where its patch matrix is at most this many times the output gradient
 MEASURE_ROUNDS = 2
 _MEASURED: dict[tuple, str] = {}  # layer configuration and shapes -> the faster way, timed on first use
 
@@ -83,11 +86,29 @@ def static_way(module: nn.Module) -> str:
     return "per-sample" if per_group <= PER_SAMPLE_GRAD_MAX_CHANNELS else "forward"
 
 
+def ways_for(module: nn.Module) -> tuple[str, ...]:
+    """The ways that apply to this layer: ``"unfold"`` needs a Conv2d whose patches are few per output channel."""
+    w = module.weight
+    patches_per_output = w.shape[1] * w[0, 0].numel() / (w.shape[0] // module.groups)  # (C_in/g * K) / (C_out/g)
+    small = isinstance(module, nn.Conv2d) and patches_per_output <= UNFOLD_MAX_GROWTH
+    return tuple(way for way in WAYS if way != "unfold" or small)
+
+
+def unfold_weight_grads(module: nn.Module, a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """``(M, groups, C_out/g, C_in/g * K)``: per-sample weight gradients of a Conv2d from its patch matrix."""
+    m, g = a.shape[0], module.groups
+    patches = torch.nn.functional.unfold(a, module.kernel_size, module.dilation, module.padding, module.stride)  # (M, C_in K, L)
+    patches = patches.reshape(m, g, -1, patches.shape[-1])
+    return torch.einsum("mgol,mgkl->mgok", delta.reshape(m, g, -1, patches.shape[-1]), patches)
+
+
 def weight_dot(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g_weight: torch.Tensor, way: str) -> torch.Tensor:
     """``(M,)``: ``<delta_m, f(a_m; G_W)>`` by the given way (see ``WAYS``)."""
     m = a.shape[0]
     if way == "per-sample":
         return per_sample_conv_weight_grad(module, a, delta, g_weight).reshape(m, -1) @ g_weight.reshape(-1)
+    if way == "unfold":
+        return unfold_weight_grads(module, a, delta).reshape(m, -1) @ g_weight.reshape(-1)
     if way == "per-sample loop":  # one weight-gradient call per sample
         flat = g_weight.reshape(-1)
         return torch.stack([conv_weight_grad(module, a[i:i + 1], delta[i:i + 1], g_weight, module.groups).reshape(-1) @ flat
@@ -111,13 +132,14 @@ def measured_weight_dot(module: nn.Module, a: torch.Tensor, delta: torch.Tensor,
     way = _MEASURED.get(key)
     if way is not None:
         return weight_dot(module, a, delta, g_weight, way)
-    results, seconds = {}, {w: float("inf") for w in WAYS}
+    ways = ways_for(module)
+    results, seconds = {}, {w: float("inf") for w in ways}
     for _ in range(MEASURE_ROUNDS):  # alternating rounds, best of each: robust to a busy machine
-        for candidate in WAYS:
+        for candidate in ways:
             t0 = time.perf_counter()
             results[candidate] = weight_dot(module, a, delta, g_weight, candidate)
             seconds[candidate] = min(seconds[candidate], time.perf_counter() - t0)
-    _MEASURED[key] = min(WAYS, key=seconds.get)
+    _MEASURED[key] = min(ways, key=seconds.get)
     return results[_MEASURED[key]]
 
 

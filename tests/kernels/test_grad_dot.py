@@ -207,14 +207,15 @@ class WideZoo(nn.Module):
         return self.t1d(torch.tanh(self.c1d(h.flatten(2))))
 
 
-@pytest.mark.parametrize("way", ["per-sample", "per-sample loop", "forward", "measured"])
+@pytest.mark.parametrize("way", ["per-sample", "per-sample loop", "unfold", "forward", "measured"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_cpu_rules_each_way(dtype, way, monkeypatch):
     """Conv, transposed, grouped, 1/2/3-d layers, each contraction way: cpu rules == torch.func == reference."""
     from fastmed.kernels import grad_dot_cpu
 
-    if way != "measured":
-        monkeypatch.setattr(grad_dot_cpu, "measured_weight_dot", lambda *args: grad_dot_cpu.weight_dot(*args, way))
+    if way != "measured":  # "unfold" where it applies (Conv2d), "forward" elsewhere
+        monkeypatch.setattr(grad_dot_cpu, "measured_weight_dot", lambda module, *args: grad_dot_cpu.weight_dot(
+            module, *args, way if way != "unfold" or isinstance(module, nn.Conv2d) else "forward"))
     model, x, y, g = _problem(WideZoo(), dtype, m=3, shape=(3, 8, 10))
     got = per_sample_grad_dot(model, mse_per_sample, x, y, g, backend="cpu")
     atol, rtol = TOL[dtype]
@@ -293,10 +294,12 @@ def test_measured_way_is_timed_once_and_kept(monkeypatch):
     real = grad_dot_cpu.weight_dot
     monkeypatch.setattr(grad_dot_cpu, "weight_dot", lambda *args: calls.append(args[-1]) or real(*args))
     monkeypatch.setattr(grad_dot_cpu, "_MEASURED", {})
-    conv = nn.Conv2d(3, 5, 3, padding=1).double()
-    a, delta = torch.randn(2, 3, 6, 6, dtype=torch.float64), torch.randn(2, 5, 6, 6, dtype=torch.float64)
+    conv = nn.Conv2d(2, 5, 3, padding=1).double()
+    a, delta = torch.randn(2, 2, 6, 6, dtype=torch.float64), torch.randn(2, 5, 6, 6, dtype=torch.float64)
     gw = torch.randn_like(conv.weight)
     first = grad_dot_cpu.measured_weight_dot(conv, a, delta, gw)
+    assert grad_dot_cpu.ways_for(conv) == grad_dot_cpu.WAYS  # 18 patch entries per 5 outputs: unfold applies
+    assert grad_dot_cpu.ways_for(nn.Conv2d(8, 2, 3)) == tuple(w for w in grad_dot_cpu.WAYS if w != "unfold")
     assert sorted(calls) == sorted(grad_dot_cpu.WAYS * grad_dot_cpu.MEASURE_ROUNDS)
     kept = list(grad_dot_cpu._MEASURED.values())
     assert len(kept) == 1 and kept[0] in grad_dot_cpu.WAYS
