@@ -235,7 +235,8 @@ def costs_problems(x, y, p, debias, cxy, cxx, cyy, first, last):
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
 def _grad_rows(c, h, f_out, inv_eps, w, p1, c_min, self_term, rows, cols, grad, buf, bits):
-    """``grad[i] += w[i] sum_j P_ij dC_ij (rows[i] - cols[j])``, ``P_ij = exp(h[j] - c[i, j] / eps + f_out[i] / eps)``.
+    """``grad[i] += w[i] sum_j P_ij dC_ij (rows[i] - cols[j])``, ``P_ij`` the row softmax of ``h[j] - c[i, j] / eps``
+    (shifted by ``f_out[i] / eps``, normalised by its row sum).
 
     ``dC`` is 1 (p = 2) or ``1 / c`` (p = 1, zero where ``c <= c_min``: the clamped distances). A
     ``self_term`` (x-x, y-y) skips ``j = i``, whose ``rows[i] - cols[i]`` is zero.
@@ -248,7 +249,10 @@ def _grad_rows(c, h, f_out, inv_eps, w, p1, c_min, self_term, rows, cols, grad, 
         for j in range(K):
             buf[j] = h[j] - ci[j] * inv_eps + fi
         exp_inplace(buf, K, bits)
-        wi = w[i]
+        z = buf[0] - buf[0]
+        for j in range(K):
+            z += buf[j]
+        wi = w[i] / z  # normalise: f_out / eps carries the rounding of c / eps (large), the row sum does not
         for j in range(K):
             v = wi * buf[j]
             if p1:
@@ -276,13 +280,17 @@ def _grad_rows(c, h, f_out, inv_eps, w, p1, c_min, self_term, rows, cols, grad, 
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _grad_cols(c, h, g_out, inv_eps, w, p1, c_min, rows, cols, grad, colsum, qbuf, bits):
-    """The y-x term from ``c = C_xy (R, K)``: ``grad[j] += w[j] sum_i Q_ij dC_ij (cols[j] - rows[i])``,
-    ``Q_ij = exp(h[i] - c[i, j] / eps + g_out[j] / eps)``; ``colsum (K,)`` and ``qbuf (4, K)`` are scratch.
-    Four rows at a time share each pass over ``grad[j]``."""
+def _grad_cols(c, h, g_out, inv_eps, w, p1, c_min, rows, cols, grad, colsum, wsum, qbuf, bits):
+    """The y-x term from ``c = C_xy (R, K)``: ``grad[j] = w[j] sum_i Q_ij dC_ij (cols[j] - rows[i])``, ``Q_ij``
+    the column softmax of ``h[i] - c[i, j] / eps`` (shifted by ``g_out[j] / eps``, normalised by its column sum).
+
+    ``grad`` must be zero on entry; ``colsum``, ``wsum (K,)`` and ``qbuf (4, K)`` are scratch. Four rows at
+    a time share each pass over ``grad[j]``.
+    """
     R, K = c.shape
     D = rows.shape[1]
     colsum[:K] = 0.0
+    wsum[:K] = 0.0
     for i0 in range(0, R, 4):
         n = min(4, R - i0)
         for k in range(n):
@@ -291,29 +299,30 @@ def _grad_cols(c, h, g_out, inv_eps, w, p1, c_min, rows, cols, grad, colsum, qbu
                 qk[j] = hi - ci[j] * inv_eps + g_out[j] * inv_eps
             exp_inplace(qk, K, bits)
             for j in range(K):
-                q = w[j] * qk[j]
+                q = qk[j]
+                colsum[j] += q
                 if p1:
                     q = q / ci[j] if ci[j] > c_min else q - q
                 qk[j] = q
-                colsum[j] += q
+                wsum[j] += q
         if n == 4:
             r0, r1, r2, r3 = rows[i0], rows[i0 + 1], rows[i0 + 2], rows[i0 + 3]
             for j in range(K):
                 q0, q1, q2, q3 = qbuf[0, j], qbuf[1, j], qbuf[2, j], qbuf[3, j]
                 gj = grad[j]
                 for d in range(D):
-                    gj[d] -= q0 * r0[d] + q1 * r1[d] + q2 * r2[d] + q3 * r3[d]
+                    gj[d] += q0 * r0[d] + q1 * r1[d] + q2 * r2[d] + q3 * r3[d]
         else:
             for k in range(n):
                 rk = rows[i0 + k]
                 for j in range(K):
                     q, gj = qbuf[k, j], grad[j]
                     for d in range(D):
-                        gj[d] -= q * rk[d]
+                        gj[d] += q * rk[d]
     for j in range(K):
-        gj, cj, s = grad[j], cols[j], colsum[j]
+        gj, cj, s, scale = grad[j], cols[j], wsum[j], w[j] / colsum[j]
         for d in range(D):
-            gj[d] += s * cj[d]
+            gj[d] = scale * (s * cj[d] - gj[d])
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
@@ -328,7 +337,7 @@ def backward_problems(x, y, cxy, cxx, cyy, la, lb, pot_x, pot_y, wx, wy, inv_eps
     N, M = cxy.shape[1], cxy.shape[2]
     L = max(N, M)
     dt = cxy.dtype
-    buf, colsum, bits = np.empty(L, dt), np.empty(L, dt), np.empty(L, np.int32)
+    buf, colsum, wsum, bits = np.empty(L, dt), np.empty(L, dt), np.empty(L, dt), np.empty(L, np.int32)
     qbuf = np.empty((4, M), dt)
     hx, hy = np.empty(N, dt), np.empty(M, dt)
     nwx, nwy = np.empty(N, dt), np.empty(M, dt)
@@ -336,7 +345,7 @@ def backward_problems(x, y, cxy, cxx, cyy, la, lb, pot_x, pot_y, wx, wy, inv_eps
         _shifted(lb[b], pot_y[b, 0], inv_eps, hy)
         _shifted(la[b], pot_x[b, 0], inv_eps, hx)
         _grad_rows(cxy[b], hy, pot_x[b, 1], inv_eps, wx[b], p1, c_min, False, x[b], y[b], gx[b], buf, bits)
-        _grad_cols(cxy[b], hx, pot_y[b, 1], inv_eps, wy[b], p1, c_min, x[b], y[b], gy[b], colsum, qbuf, bits)
+        _grad_cols(cxy[b], hx, pot_y[b, 1], inv_eps, wy[b], p1, c_min, x[b], y[b], gy[b], colsum, wsum, qbuf, bits)  # first into gy
         if debias:
             _shifted(la[b], pot_x[b, 2], inv_eps, hx)
             _shifted(lb[b], pot_y[b, 2], inv_eps, hy)
