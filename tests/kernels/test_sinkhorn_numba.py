@@ -68,8 +68,8 @@ def test_numba_matches_geomloss(dtype, p):
     loss = geomloss.SamplesLoss("sinkhorn", p=p, backend="tensorized", **KW)
     want = _value_and_grads(lambda u, v, x_weights, y_weights: loss(x_weights, u, y_weights, v), x, y, a, b, up)
     got = _value_and_grads(sinkhorn_divergence, x, y, a, b, up, p=p, backend="numba", **KW)
-    # GeomLoss in float32 has the rounding of C(x_i, x_i) too (see above); float64: rounding only
-    _assert_rel(got, want, (1e-5 if p == 2 else 1e-3) if dtype == torch.float32 else 1e-10)
+    # GeomLoss in float32 has the rounding of its expanded costs and of C(x_i, x_i) (see above); float64: rounding only
+    _assert_rel(got, want, (5e-5 if p == 2 else 1e-3) if dtype == torch.float32 else 1e-10)
 
 
 def test_numba_two_diracs_known_value():
