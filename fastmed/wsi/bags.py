@@ -36,6 +36,12 @@ class SlideBag:
     attrs: dict
 
 
+def without_features(bag: SlideBag) -> SlideBag:
+    """``bag`` with a ``(0, F)`` feature matrix of its own (a ``[:0]`` view would keep the whole matrix alive)."""
+    return SlideBag(bag.slide_id, bag.features.new_zeros((0, bag.features.shape[1])), bag.coords, bag.patch_labels,
+                    bag.label, bag.attrs)
+
+
 @dataclass(frozen=True)
 class BagRef:
     """A slide's feature file, known without reading its features: ``n`` patches of ``dim`` features."""

@@ -14,7 +14,7 @@ from fastmed.engine.device import select_device
 from fastmed.engine.progress import progress
 from fastmed.engine.run_dir import new_run_dir
 from fastmed.errors import FastmedError
-from fastmed.wsi.bags import SlideBag, iter_bags, read_labels
+from fastmed.wsi.bags import SlideBag, iter_bags, read_labels, without_features
 from fastmed.wsi.encoders import describe_encoder, encoder_identity
 from fastmed.wsi.metrics import binary_metrics
 from fastmed.wsi.train import patch_localization, predict_bags
@@ -55,8 +55,7 @@ def run_predict(cfg) -> int:
     for bag in progress(bags_in, desc="predict", enabled=cfg.progress):
         check_features([bag], ckpt)
         preds.append(predict_bags(model, [bag], device)[0])
-        bag.features = bag.features[:0]  # keep ids, coordinates and patch labels only
-        bags.append(bag)
+        bags.append(without_features(bag))  # keep ids, coordinates and patch labels only
     out = new_run_dir("wsi", "predict", cfg.out)
     names = [ckpt["class_names"][0], positive]  # label 0 / 1
     rows = [{"slide_id": b.slide_id, "probability": round(p["prob"], 6), "prediction": names[int(p["prob"] >= threshold)],

@@ -26,7 +26,8 @@ from fastmed.engine.metrics import roc_auc
 from fastmed.engine.training_run import RunSummary, start_run
 from fastmed.errors import DataError
 from fastmed.nets.mil import AttentionMIL
-from fastmed.wsi.bags import BagBatch, BagDataset, BagRef, SlideBag, bag_loader, collate, index_bags, read_bag, read_labels
+from fastmed.wsi.bags import (BagBatch, BagDataset, BagRef, SlideBag, bag_loader, collate, index_bags, read_bag, read_labels,
+                               release_large_buffers, without_features)
 from fastmed.wsi.losses import attention_patch_loss, bag_loss, patch_loss, topk_instance_loss
 from fastmed.wsi.metrics import binary_metrics
 
@@ -95,7 +96,7 @@ def evaluate_bags(model: AttentionMIL, bags: Sequence[SlideBag], device: torch.d
     for i in range(0, len(bags), batch_size):
         chunk = [bags[j] for j in range(i, min(i + batch_size, len(bags)))]
         preds += predict_bags(model, chunk, device, batch_size)
-        seen += [SlideBag(b.slide_id, b.features[:0], b.coords, b.patch_labels, b.label, b.attrs) for b in chunk]
+        seen += [without_features(b) for b in chunk]
     bags = seen  # labels and patch labels only
     y = np.array([b.label for b in bags])
     prob = np.array([p["prob"] for p in preds])
@@ -213,6 +214,8 @@ def prepare(cfg) -> tuple[list[SlideBag] | list[BagRef], Sequence[SlideBag], dic
 def run_train(cfg) -> RunSummary:
     """CLI runner of ``fastmed wsi train``; returns the run's summary (best epoch by validation loss, when slides are held out)."""
     session = start_run(cfg, "wsi", "train")
+    if cfg.stream:
+        release_large_buffers()  # this process too receives and frees batch-sized buffers
     train, val, meta = prepare(cfg)
     task = WsiTrainTask(cfg, train, val, session.device, meta)
     print(f"wsi train: {len(train)} train / {len(val)} val slides, {task.in_dim} features"
