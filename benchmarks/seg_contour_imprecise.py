@@ -85,7 +85,7 @@ def mean_sd(values) -> tuple[float, float]:
 
 def summarize(runs: list[dict], jitters: list[float], n_trains: list[int]) -> list[dict]:
     """Per (jitter, n_train): mean ± sd per variant and metric, paired differences vs ``mask``
-    (and ``per_object`` - ``corr_both`` for the separation error)."""
+    (and ``per_object`` - ``corr_both`` for the separation error); NaN for a variant not run."""
     rows = []
     for j, n in itertools.product(jitters, n_trains):
         by = {v: sorted((r for r in runs if r["jitter"] == j and r["n_train"] == n and r["variant"] == v),
@@ -145,7 +145,7 @@ def to_markdown(res: dict) -> str:
     lines += ["", "Instances: connected components of the mask (mask, corr_dist, corr_both), the mask cut along the "
               "ridges of the predicted fused correlation map (ridge cut: seeds where corr < 0.7, the rest joins the nearest "
               "seed), or the object slots (per_object). sd is over seeds (ddof 1). HD95 in pixels. Per-seed values: "
-              "`seg_contour_imprecise.json`; figure: `seg_contour_imprecise.png`.", ""]
+              f"`{a['name']}.json`; figure: `{a['name']}.png`.", ""]
     return "\n".join(lines)
 
 
@@ -178,6 +178,9 @@ def main() -> None:
     parser.add_argument("--base-width", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="variants to train (include mask for the paired differences)")
+    parser.add_argument("--name", default="seg_contour_imprecise", help="stem of the result files")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (the synthetic data)")
     add_quick_options(parser, "1 seed, jitter 3, 4 training images, 40 steps, 12 held-out images")
     args = parser.parse_args()
@@ -199,7 +202,7 @@ def main() -> None:
         errors[str(j)] = float(np.mean([float(m["contour_error_px"]) for m in meta]))
         n_touching = sum(m["touching"] == "1" for m in read_meta(data / "val" / "meta.csv").values())
         for n, seed in itertools.product(args.n_train, args.seeds):
-            for variant in VARIANTS:
+            for variant in args.variants:
                 row, task = run_one(data, n, seed, variant, args)
                 row["jitter"] = j
                 runs.append(row)
@@ -210,9 +213,9 @@ def main() -> None:
     res = {"args": vars(args), "n_eval": args.n_eval, "n_touching": n_touching, "contour_error_px": errors,
            "torch": torch.__version__, "machine": note, "python": platform.python_version(),
            "total_s": time.perf_counter() - t_all, "runs": runs, "summary": summarize(runs, args.jitter, args.n_train)}
-    save_figure(results / "seg_contour_imprecise.png", figure_tasks,
+    save_figure(results / f"{args.name}.png", figure_tasks,
                 f"jitter {max(args.jitter)} px, {min(args.n_train)} training images, seed {args.seeds[0]}")
-    write_results(results, "seg_contour_imprecise", res, to_markdown(res), work, keep=args.keep)
+    write_results(results, args.name, res, to_markdown(res), work, keep=args.keep)
     print(to_markdown(res))
 
 
