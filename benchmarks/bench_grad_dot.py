@@ -8,7 +8,9 @@ computes the same ``(M,)`` vector ``d_m = <grad l_m, G>``:
 * ``fastmed torch`` – ``backend="torch"``: the reference contractions;
 * ``torch.func``    – ``vmap(grad)`` materializing the M per-sample gradients (the anchor);
 * ``fwd+bwd``       – one plain forward + backward of the batch (all weight gradients):
-                      the cost floor of the method (issue 17).
+                      the cost floor of the method (issue 17);
+* ``fwd+input bwd`` – a forward and a backward to the input only (no weight gradient): the
+                      part of the method that no contraction rule can speed up.
 
 Two networks: ``convnet``, the issue's 6-convolution net (strided, dilated, grouped and
 transposed convolutions, GroupNorm, a linear head; 64x64 RGB, 10 classes), and the
@@ -51,7 +53,7 @@ from fastmed.nets.unet import UNet
 from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
 from quick import add_quick_options, results_folder
 
-VARIANTS = ("fastmed auto", "fastmed torch", "torch.func", "fwd+bwd")
+VARIANTS = ("fastmed auto", "fastmed torch", "torch.func", "fwd+bwd", "fwd+input bwd")
 MEMORY_VARIANTS = ("fastmed auto", "torch.func", "fwd+bwd")
 
 
@@ -122,11 +124,17 @@ def run_fwd_bwd(model, loss_fn, x, y, g):
     return grads[0].sum().reshape(1)
 
 
+def run_fwd_input_bwd(model, loss_fn, x, y, g):
+    xg = x.detach().requires_grad_(True)
+    return torch.autograd.grad(loss_fn(model(xg), y).sum(), [xg])[0].sum().reshape(1)
+
+
 RUNNERS = {
     "fastmed auto": lambda model, loss_fn, x, y, g: per_sample_grad_dot(model, loss_fn, x, y, g),
     "fastmed torch": lambda model, loss_fn, x, y, g: per_sample_grad_dot(model, loss_fn, x, y, g, backend="torch"),
     "torch.func": run_torch_func,
     "fwd+bwd": run_fwd_bwd,
+    "fwd+input bwd": run_fwd_input_bwd,
 }
 
 
@@ -174,9 +182,10 @@ def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _paddi
 
 
 def flops(net, model, x, y, g) -> dict[str, int]:
-    """FLOPs each variant executes (convolutions, matmuls; ``torch.utils.flop_counter``)."""
+    """FLOPs each variant executes (convolutions, matmuls; ``torch.utils.flop_counter``; its module
+    tracking cannot follow a backward to a leaf input, so ``fwd+input bwd`` is not counted)."""
     out = {}
-    for n in VARIANTS:
+    for n in VARIANTS[:-1]:
         with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops}) as counter:
             RUNNERS[n](model, LOSSES[net], x, y, g)
         out[n] = counter.get_total_flops()
@@ -287,6 +296,7 @@ def main() -> None:
                 "auto_vs_fwd_bwd": round(cpu["fastmed auto"] / cpu["fwd+bwd"], 3),
                 "torch_vs_fwd_bwd": round(cpu["fastmed torch"] / cpu["fwd+bwd"], 3),
                 "torch_func_vs_fwd_bwd": round(cpu["torch.func"] / cpu["fwd+bwd"], 3),
+                "input_bwd_vs_fwd_bwd": round(cpu["fwd+input bwd"] / cpu["fwd+bwd"], 3),
                 "speedup_vs_torch_func": round(cpu["torch.func"] / cpu["fastmed auto"], 3),
                 "gflop": {n: round(v / 1e9, 3) for n, v in fl.items()},
                 "flop_bound_s": {n: round(v / gemm, 4) for n, v in fl.items()},
@@ -321,8 +331,8 @@ def main() -> None:
         "FLOP bound = executed FLOPs / measured GEMM throughput.",
         "",
         "| net | M | auto (s) | torch (s) | torch.func (s) | fwd+bwd (s) | auto / fwd+bwd | torch / fwd+bwd | torch.func / fwd+bwd "
-        "| x torch.func | auto / its FLOP bound | fwd+bwd / its FLOP bound | peak MiB auto / torch.func / fwd+bwd |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| x torch.func | fwd+input bwd / fwd+bwd | auto / its FLOP bound | fwd+bwd / its FLOP bound | peak MiB auto / torch.func / fwd+bwd |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c, b, mem = r["median_cpu_s"], r["flop_bound_s"], r["peak_mem_mib"]
@@ -330,6 +340,7 @@ def main() -> None:
         lines.append(
             f"| {r['net']} | {r['M']} | {c['fastmed auto']:.3f} | {c['fastmed torch']:.3f} | {c['torch.func']:.3f} | {c['fwd+bwd']:.3f} "
             f"| {r['auto_vs_fwd_bwd']:.2f} | {r['torch_vs_fwd_bwd']:.2f} | {r['torch_func_vs_fwd_bwd']:.2f} | {r['speedup_vs_torch_func']:.2f} "
+            f"| {r['input_bwd_vs_fwd_bwd']:.2f} "
             f"| {c['fastmed auto'] / max(b['fastmed auto'], 1e-9):.1f} | {c['fwd+bwd'] / max(b['fwd+bwd'], 1e-9):.1f} | {mem_s} |")
     if layers:
         cols = [*WAYS, "batch weight grad (fwd+bwd's)"]
