@@ -26,11 +26,14 @@ seed: every variant minus ``mask``; for the separation error also
 Torch runs on one thread (shared machine).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/seg_contour_imprecise.py [--steps 120] [--seeds 0 1 2 3 4]
-        [--jitter 0 1.5 3] [--n-train 4 16] [--out DIR] [--quick]
+        [--jitter 0 1.5 3] [--n-train 4 16] [--variants mask corr_dist corr_both per_object]
+        [--name seg_contour_imprecise] [--out DIR] [--quick]
 
-Writes ``benchmarks/results/seg_contour_imprecise.{json,md}`` and a figure
-``seg_contour_imprecise.png`` (one touching validation image at the largest
-jitter and fewest images: the outline given, each variant's mask and instances).
+Writes ``benchmarks/results/<name>.{json,md}`` and a figure ``<name>.png``
+(one touching validation image at the largest jitter and fewest images: the
+outline given, each variant's mask, instances and correlation). The README's
+second run (``--steps 400 --jitter 1.5 --n-train 16 --variants mask corr_both
+per_object --name seg_contour_imprecise_long``) trains the slots longer.
 """
 from __future__ import annotations
 
