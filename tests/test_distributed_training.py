@@ -128,6 +128,7 @@ def test_polyp_train_on_two_ranks_equals_one_process_and_resumes_on_one(polyp_da
     assert w < RTOL and bn < RTOL, (w, bn)
 
 
+@pytest.mark.slow  # a torchrun launch for one line (the split itself: tests/engine/test_distributed_helpers.py)
 def test_a_global_batch_that_two_ranks_cannot_split_is_one_error_line(polyp_data, tmp_path):
     args = polyp_args(polyp_data, tmp_path / "run", 1)
     args[args.index("--batch-size") + 1] = "11"
