@@ -137,11 +137,12 @@ def test_polyp_ablation_quick(tmp_path):
     res = json.loads((out / "polyp_ablation_quick.json").read_text())
     assert (out / "polyp_ablation_quick.md").stat().st_size > 0
     (seed,) = res["seeds"]
-    assert set(seed["scores"]) == {"a", "a+pre", "a2", "b", "c"}
+    assert set(seed["scores"]) == {"a", "a+pre", "b", "c", "c+pre", "d"}
     # 3 balanced classes: chance 1/3
     assert all(s["test"]["acc"] >= 0.5 for s in seed["scores"].values()), seed["scores"]
     for gen in seed["generated"].values():
-        assert gen["class_agreement"] >= 0.5 and gen["pixel_change"] > 0
+        assert gen["judge_agreement"] >= 0.5 and gen["pixel_change"] > 0 and gen["noise_diversity"] > 0
+    assert (out / "polyp_ablation_quick_samples_c.png").exists() and "(c) − (d)" in (out / "polyp_ablation_quick.md").read_text()
 
 
 def test_bench_wsi_stream_quick(tmp_path):

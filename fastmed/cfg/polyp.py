@@ -1,9 +1,10 @@
 """Configs of ``fastmed polyp ...`` (the polyp recognizer and its generator)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from fastmed.cfg.base import Command, at_least, opt, within
+from fastmed.cfg.base import Command, at_least, opt, require, within
 from fastmed.cfg.common import FitOptions, PredictOptions, RunOptions, TrainOptions
 from fastmed.errors import ConfigError
 
@@ -50,15 +51,22 @@ class PolypAugmentConfig(FitOptions):
     image_size: int = opt(64, "image side in pixels (divisible by 4)")
     per_class: int = opt(4, "real images per class and half-batch (a step sees 2 x per_class x classes images)")
     steps_per_epoch: int = opt(50, "generator updates per epoch")
-    lr: float = opt(2e-4, "Adam learning rate of G, F and D")
+    lr: float | None = opt(None, "Adam learning rate of G and F (default 1e-4; 2e-4 with --identity-start)")
+    lr_d: float | None = opt(None, "Adam learning rate of the discriminator D (default 4e-4; 2e-4 with --identity-start)")
+    d_steps: int = opt(1, "discriminator updates per generator update (the D:G ratio)")
     weight_decay: float = opt(0.0, "decoupled (AdamW) weight decay of G, F and D; 0 = plain Adam")
     base: int = opt(16, "channel width of G, F and D")
     w_adv: float = opt(1.0, "weight of the adversarial loss")
-    w_gen: float = opt(10.0, "weight of the generation (cycle L1) loss")
-    w_pred: float = opt(1.0, "weight of the prediction (class) loss")
+    w_gen: float | None = opt(None, "weight of the generation (cycle L1) loss (default 5; 10 with --identity-start)")
+    w_pred: float | None = opt(None, "weight of the prediction (class) loss (default 3; 1 with --identity-start)")
     w_dist1: float = opt(1.0, "weight of the first distribution loss (-D, real vs generated, per class); 0 = off")
     w_dist2: float = opt(1.0, "weight of the second distribution loss (-sum over class pairs); 0 = off")
-    d_fake_class_weight: float = opt(0.5, "weight of the discriminator class head's negative prediction loss on generated images")
+    w_div: float | None = opt(None, "weight of the noise-diversity hinge max(0, --div-target - |G(x,c,z1) - G(x,c,z2)|) (default 1; 0 = off, the --identity-start default)")
+    div_target: float = opt(0.05, "noise diversity (mean abs pixel difference on [0, 1]) below which the hinge pushes")
+    identity_start: bool = opt(False, "the baseline generator: zero-initialised output convolution (G starts as the identity), noise as an input plane only, W(Y,Y') not detached, and the baseline defaults of --lr --lr-d --w-gen --w-pred --w-div --d-fake-class-weight")
+    judge: str | None = opt(None, "independent judge of the generated images' class: a classifier checkpoint trained on real images; default: a small CNN trained here on the real training images")
+    judge_steps: int = opt(300, "training steps of the default judge (when --judge is not given)")
+    d_fake_class_weight: float | None = opt(None, "weight of the discriminator class head's negative prediction loss on generated images (default 0; 0.5 with --identity-start)")
     margin: float = opt(0.1, "hinge on the distribution distances: -min(D, margin) (guard on the unbounded -D)")
     blur: float = opt(0.05, "Sinkhorn blur on the L2-normalised features")
     features: str | None = opt(None, "frozen feature CNN: a fastmed classifier checkpoint (e.g. the recognizer); default: a seeded random --feature-arch")
@@ -67,11 +75,12 @@ class PolypAugmentConfig(FitOptions):
 
     def validate(self) -> None:
         super().validate()
+        require(self, lambda v: math.isfinite(v) and v > 0, "a finite number > 0", "lr_d")
         if self.image_size < MIN_IMAGE_SIZE or self.image_size % 4:
             raise ConfigError(f"option --image-size must be divisible by 4 and >= {MIN_IMAGE_SIZE}, got {self.image_size}")
         at_least(self, 2, "per_class")
-        at_least(self, 1, "steps_per_epoch", "base")
-        at_least(self, 0, "w_adv", "w_gen", "w_pred", "w_dist1", "w_dist2", "d_fake_class_weight")
+        at_least(self, 1, "steps_per_epoch", "base", "d_steps", "judge_steps")
+        at_least(self, 0, "w_adv", "w_gen", "w_pred", "w_dist1", "w_dist2", "w_div", "div_target", "d_fake_class_weight")
         if not (self.margin > 0 and self.blur > 0):
             raise ConfigError(f"options --margin and --blur must be > 0, got {self.margin}, {self.blur}")
 
@@ -85,6 +94,7 @@ class PolypGenerateConfig(RunOptions):
     out: str = opt(help="output folder: OUT/<class>/<image>.png, OUT/manifest.csv, OUT/samples.png")
     per_image: int = opt(1, "generated images per source image (different noise)")
     batch_size: int = opt(32, "images per forward pass")
+    judge: str | None = opt(None, "classifier checkpoint that judges the generated images' class in summary.json; default: the judge saved with the generator")
 
     def validate(self) -> None:
         super().validate()
@@ -96,6 +106,7 @@ class PolypPretrainConfig(TrainOptions):
     """``fastmed polyp pretrain``: Models-Genesis self-supervised pre-training of the recognizer's encoder."""
 
     data: str = opt(help="image folder (searched recursively; DATA/train/ is used when present); labels are not needed")
+    extra_data: list[str] = opt([], "extra image folders (e.g. `polyp generate` output) pre-trained on together with DATA's images; comma-separated")
     arch: str = opt("resnet18", "classifier architecture whose encoder is pre-trained (same as `polyp train --arch`)")
     num_classes: int = opt(3, "head size of the saved classifier (the head is not trained; `polyp train` skips it)")
     image_size: int = opt(64, "image side in pixels")

@@ -54,9 +54,21 @@ DESIGN_DEFAULTS = {"lr": (1e-4, 2e-4), "lr_d": (4e-4, 2e-4), "w_gen": (5.0, 10.0
                    "w_div": (1.0, 0.0), "d_fake_class_weight": (0.0, 0.5)}
 
 
+FAITHFUL_RATIO = 0.85
+
+
 def design_settings(cfg: PolypAugmentConfig) -> dict[str, float]:
     """The learning rates and loss weights of a run: each option as given, else its design's default."""
     return {k: getattr(cfg, k) if getattr(cfg, k) is not None else pair[int(cfg.identity_start)] for k, pair in DESIGN_DEFAULTS.items()}
+
+
+def usable_change(m: dict[str, float]) -> float:
+    """The epoch score that picks ``best.pt``: ``min(pixel change, noise diversity)`` when the generated images are
+    class-faithful (judge agreement >= ``FAITHFUL_RATIO`` x the judge's real accuracy) and not collapsed
+    (generated feature spread >= the real one), else 0. A GAN's epochs swing; this keeps the newest-looking
+    epoch that still passes both checks."""
+    ok = m["judge_agreement_ratio"] >= FAITHFUL_RATIO and m["spread_generated"] >= m["spread_real"]
+    return min(m["pixel_change"], m["noise_diversity"]) if ok else 0.0
 
 
 def frozen_feature_net(features: str | None, feature_arch: str, num_classes: int, seed: int, device: torch.device) -> torch.nn.Module:
@@ -201,8 +213,8 @@ class GeneratorTask:
                           [self.data.class_names[int(c)] for c in y.tolist()], self.run.path / "samples.png")
         if self.cfg.loss_threshold is not None and self.epoch_targets and np.mean(self.epoch_targets) < self.cfg.loss_threshold:
             self.stopped = True
-        return {**metrics, "d_class_agreement": float((cls.argmax(1) == y).float().mean()), "updates": float(self.steps),
-                "stopped": float(self.stopped)}
+        return {**metrics, "usable_change": usable_change(metrics), "d_class_agreement": float((cls.argmax(1) == y).float().mean()),
+                "updates": float(self.steps), "stopped": float(self.stopped)}
 
     def checkpoint(self) -> dict[str, Any]:
         s = self.cfg.image_size
@@ -242,6 +254,6 @@ def run_augment(cfg: PolypAugmentConfig) -> RunSummary:
     task = GeneratorTask(cfg, data, session.device, session.run)
     print(f"training the generator on {len(data.labels)} images, classes {data.class_names}, device {session.device}; "
           f"run: {session.path}")
-    summary = session.fit(task, monitor=None, title="polyp generator", skipped=len(data.skipped))
+    summary = session.fit(task, monitor="val/usable_change", mode="max", title="polyp generator", skipped=len(data.skipped))
     print(f"{task.steps} generator updates; samples {session.path / 'samples.png'}")
     return session.finish(summary, updates=task.steps)

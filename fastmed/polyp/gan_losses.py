@@ -83,7 +83,7 @@ def _pad_sets(sets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def distribution_distances(real_a: list[torch.Tensor], real_b: list[torch.Tensor], fake_a: list[torch.Tensor],
                            fake_b: list[torch.Tensor], *, blur: float = 0.05, scaling: float = 0.5,
-                           backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+                           backend: str = "auto", detach_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """First and second distribution distances from per-class feature sets.
 
     Args:
@@ -91,6 +91,9 @@ def distribution_distances(real_a: list[torch.Tensor], real_b: list[torch.Tensor
         fake_a, fake_b: per class, features of the generated halves ``Y_k``, ``Y'_k``.
         blur, scaling: Sinkhorn parameters (features should be L2-normalised; the
             diameter is fixed to 2, the diameter of the unit sphere).
+        detach_self: stop the gradient through the generated self-terms
+            ``W(Y_k, Y'_k)`` (same values): maximising ``D`` or ``E`` then cannot
+            be done by shrinking them, i.e. by collapsing each class's generated set.
 
     Returns:
         ``(D (K,), E (K(K-1)/2,))``: per class ``2W(X,Y) - W(X,X') - W(Y,Y')``
@@ -107,6 +110,8 @@ def distribution_distances(real_a: list[torch.Tensor], real_b: list[torch.Tensor
     y, b = _pad_sets(seconds)
     w = sinkhorn_divergence(x, y, x_weights=a, y_weights=b, p=2, blur=blur, scaling=scaling, diameter=2.0, backend=backend)
     w_xy, w_xx, w_yy, w_pair = w[:K], w[K:2 * K], w[2 * K:3 * K], w[3 * K:]
+    if detach_self:
+        w_yy = w_yy.detach()
     first = 2 * w_xy - w_xx - w_yy
     if not pairs:
         return first, w.new_zeros(0)
@@ -114,6 +119,15 @@ def distribution_distances(real_a: list[torch.Tensor], real_b: list[torch.Tensor
     l_idx = torch.tensor([l for _, l in pairs], device=w.device)
     second = 2 * w_pair - w_yy[k_idx] - w_yy[l_idx]
     return first, second
+
+
+def diversity_loss(fake1: torch.Tensor, fake2: torch.Tensor, target: float) -> torch.Tensor:
+    """Noise-diversity hinge ``max(0, target - mean|fake1 - fake2|)`` for two draws ``(B, 3, H, W)`` of the same sources.
+
+    Zero once two noises give images ``target`` apart on average (bounded: it asks for
+    diversity, never for ever larger differences); without it G may ignore its noise.
+    """
+    return torch.relu(target - (fake1 - fake2).abs().mean())
 
 
 def distribution_losses(first: torch.Tensor, second: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor]:

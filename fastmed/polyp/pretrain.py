@@ -185,10 +185,7 @@ def run_pretrain(cfg: PolypPretrainConfig) -> RunSummary:
     n_val = min(n - 1, max(1, round(n * cfg.val_fraction))) if cfg.val_fraction > 0 else 0
     train, skipped = [images.images[order[n_val:]]], list(images.skipped)
     for extra in cfg.extra_data:
-        extra_paths = list_images(class_folder_root(extra))
-        if not extra_paths:
-            raise DataError(f"--extra-data {extra}: no image found")
-        more = load_image_set([(p, 0) for p in extra_paths], ["image"], cfg.image_size)
+        more = load_image_set([(p, 0) for p in list_images(class_folder_root(extra))], ["image"], cfg.image_size)
         train.append(more.images)
         skipped += more.skipped
         print(f"extra data {extra}: {len(more.paths)} images")

@@ -9,7 +9,10 @@ import torch
 from fastmed.cli import main
 from fastmed.engine.checkpoint import load_checkpoint, load_model
 
-ARGS = ["--per-class", "2", "--steps-per-epoch", "2", "--image-size", "32", "--base", "8", "--progress", "false", "--device", "cpu"]
+ARGS = ["--per-class", "2", "--steps-per-epoch", "2", "--image-size", "32", "--base", "8", "--progress", "false", "--device", "cpu",
+        "--judge-steps", "5"]
+MEASURES = ("pixel_change", "noise_diversity", "spread_generated", "spread_real", "sinkhorn_to_real", "judge_agreement",
+            "judge_real_accuracy", "judge_agreement_ratio")
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +26,14 @@ def test_augment_writes_a_generator_run(generator_run):
     for name in ("config.yaml", "metrics.jsonl", "curves.png", "samples.png", "weights/best.pt", "weights/last.pt"):
         assert (generator_run / name).exists(), name
     rec = json.loads((generator_run / "metrics.jsonl").read_text().splitlines()[-1])
-    for key in ("train/target", "train/gen", "train/pred", "train/adv", "train/dist1", "train/dist2", "train/loss_d"):
+    for key in ("train/target", "train/gen", "train/pred", "train/adv", "train/dist1", "train/dist2", "train/div", "train/loss_d",
+                *(f"val/{k}" for k in MEASURES)):
         assert key in rec and rec[key] == rec[key], key  # present and not NaN
     G, ckpt = load_model(generator_run / "weights" / "best.pt")
     assert ckpt["kind"] == "generator" and ckpt["class_names"] == ["adenoma", "hyperplastic", "normal"]
+    assert ckpt["arch"]["kwargs"]["identity_start"] is False and len(G.noise_in) == 3
+    # the judge trained here (--judge-steps 5) travels with the generator
+    assert ckpt["judge"]["kind"] == "classifier" and ckpt["judge"]["meta"]["steps"] == 5
     assert G(torch.zeros(1, 3, 32, 32), torch.tensor([1]), torch.zeros(1, 1, 32, 32)).shape == (1, 3, 32, 32)
 
 
@@ -52,7 +59,48 @@ def test_without_distribution_losses_no_sinkhorn_is_called(synth_root, tmp_path,
 
     monkeypatch.setattr(L, "sinkhorn_divergence", fail)
     assert main(["polyp", "augment", "--data", str(synth_root / "polyp"), "--epochs", "1", "--out", str(tmp_path / "r"),
-                 "--w-dist1", "0", "--w-dist2", "0", "--steps-per-epoch", "1", *ARGS[2:]]) == 0
+                 "--w-dist1", "0", "--w-dist2", "0", "--w-div", "0", "--steps-per-epoch", "1", *ARGS[2:]]) == 0
+    rec = json.loads((tmp_path / "r" / "metrics.jsonl").read_text())
+    assert "train/dist1" not in rec and "train/div" not in rec  # --w-div 0: no second noise draw either
+
+
+def test_identity_start_reproduces_the_baseline_generator(generator_run, synth_root, tmp_path):
+    """--identity-start: zero output convolution and input-plane noise only; after 2 updates its images are
+    still near-copies (seeds 0-2: pixel change < 0.002), the default start's are not (0.01-0.03)."""
+    assert main(["polyp", "augment", "--data", str(synth_root / "polyp"), "--epochs", "1", "--out", str(tmp_path / "r"),
+                 "--identity-start", "true", *ARGS]) == 0
+    G, ckpt = load_model(tmp_path / "r" / "weights" / "best.pt")
+    assert ckpt["arch"]["kwargs"]["identity_start"] is True and len(G.noise_in) == 0
+    base = json.loads((tmp_path / "r" / "metrics.jsonl").read_text())["val/pixel_change"]
+    new = json.loads((generator_run / "metrics.jsonl").read_text())["val/pixel_change"]
+    assert base < 0.005 < new
+
+
+def test_discriminator_schedule_and_diversity_target_options(synth_root, tmp_path):
+    assert main(["polyp", "augment", "--data", str(synth_root / "polyp"), "--epochs", "1", "--out", str(tmp_path / "r"),
+                 "--d-steps", "3", "--lr-d", "1e-3", "--lr", "1e-4", "--div-target", "5", *ARGS]) == 0
+    state = load_checkpoint(tmp_path / "r" / "weights" / "last.pt")["train_state"]["task"]
+    assert [s["step"] for s in state["opt_d"]["state"].values()][0] == 6  # 3 D updates per G update, 2 G updates
+    assert [s["step"] for s in state["opt_g"]["state"].values()][0] == 2
+    assert state["opt_d"]["param_groups"][0]["lr"] == 1e-3 and state["opt_g"]["param_groups"][0]["lr"] == 1e-4
+    rec = json.loads((tmp_path / "r" / "metrics.jsonl").read_text())
+    assert rec["train/div"] > 4.5  # max(0, 5 - diversity), diversity being well below 0.5
+
+
+def test_judge_option_uses_the_given_classifier(synth_root, tmp_path, capsys):
+    from fastmed.engine.checkpoint import make_checkpoint, save_checkpoint
+    from fastmed.nets.registry import create_model
+
+    judge = save_checkpoint(tmp_path / "judge.pt", make_checkpoint(
+        create_model("judge_cnn", num_classes=3, base=4), task="polyp", kind="classifier", arch="judge_cnn",
+        arch_kwargs={"num_classes": 3, "base": 4}, class_names=["adenoma", "hyperplastic", "normal"], input_size=[16, 16]))
+    assert main(["polyp", "augment", "--data", str(synth_root / "polyp"), "--epochs", "1", "--out", str(tmp_path / "r"),
+                 "--judge", str(judge), *ARGS]) == 0
+    ckpt = load_checkpoint(tmp_path / "r" / "weights" / "best.pt")
+    assert "judge" not in ckpt and ckpt["meta"]["judge"] == str(judge)
+    assert main(["polyp", "augment", "--data", str(synth_root / "polyp"), "--epochs", "1", "--out", str(tmp_path / "r2"),
+                 "--judge", str(tmp_path / "r" / "weights" / "best.pt"), *ARGS]) == 2
+    assert "is a 'generator' checkpoint; a classifier checkpoint is needed" in capsys.readouterr().err
 
 
 def test_bad_options_are_reported(synth_root, capsys):
@@ -71,7 +119,7 @@ def test_both_players_learn_on_a_fixed_batch(synth_root, tmp_path, one_thread):
     from fastmed.polyp.augment import GeneratorTask
     from fastmed.polyp.image_sets import load_class_folders
 
-    cfg = PolypAugmentConfig(data=str(synth_root / "polyp"), per_class=2, image_size=32, base=8, lr=1e-3, device="cpu")
+    cfg = PolypAugmentConfig(data=str(synth_root / "polyp"), per_class=2, image_size=32, base=8, lr=1e-3, judge_steps=5, device="cpu")
     task = GeneratorTask(cfg, load_class_folders(cfg.data, cfg.image_size), torch.device("cpu"), RunDir(tmp_path / "r"))
     x01, y = task._batch()
     steps = [task.train_step((x01, y)) for _ in range(40)]

@@ -101,3 +101,29 @@ def test_distribution_distances_triton_matches_torch():
         out[backend] = (first.detach(), second.detach(), torch.cat(grads))
     for t, r in zip(out["torch"], out["triton"]):
         torch.testing.assert_close(r, t, atol=1e-4, rtol=1e-4)
+
+
+def test_diversity_loss_is_a_hinge_on_the_mean_abs_difference():
+    a = torch.zeros(2, 3, 4, 4)
+    assert L.diversity_loss(a, a + 0.01, 0.03).item() == pytest.approx(0.02, rel=1e-5)
+    assert L.diversity_loss(a, a + 0.05, 0.03).item() == 0.0  # diverse enough: nothing pushes
+    b = (a + 0.01).requires_grad_()
+    L.diversity_loss(a, b, 0.03).backward()
+    assert b.grad.sum().item() == pytest.approx(-1.0, rel=1e-5)  # d/db of -mean|a - b| with b > a, summed
+
+
+def test_detach_self_keeps_the_values_and_stops_the_collapse_gradient():
+    """Maximising D = 2W(X,Y) - W(X,X') - W(Y,Y') also rewards shrinking W(Y,Y'); with detach_self the
+    second generated half Y' (which enters D only through W(Y,Y')) gets no gradient, and the values are unchanged."""
+    ra, rb = _sets([4, 4], seed=1), _sets([4, 4], seed=2)
+    fa, fb = _sets([4, 4], seed=3), [s.clone().requires_grad_() for s in _sets([4, 4], seed=4)]
+    plain, _ = L.distribution_distances(ra, rb, fa, fb, blur=0.1)
+    guarded, _ = L.distribution_distances(ra, rb, fa, fb, blur=0.1, detach_self=True)
+    assert torch.allclose(plain, guarded)
+    plain.sum().backward(retain_graph=True)
+    assert fb[0].grad.abs().max() > 0  # the unguarded D pulls Y' (towards Y: collapse)
+    for s in fb:
+        s.grad = None
+    first, second = L.distribution_distances(ra, rb, fa, fb, blur=0.1, detach_self=True)
+    (first.sum() + second.sum()).backward()
+    assert all(s.grad is None or s.grad.abs().max() == 0 for s in fb)

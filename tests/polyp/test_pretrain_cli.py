@@ -31,3 +31,22 @@ def test_pretrain_writes_an_encoder_checkpoint_train_can_load(synth_root, tmp_pa
     loaded, skipped = load_matching_weights(fresh, ckpt["model"])
     assert any(k.startswith("classifier.3") for k in skipped) and all(k.startswith(("features.", "classifier.0")) for k in loaded)
     assert not torch.equal(fresh.state_dict()["features.0.0.weight"], before)  # the trained encoder arrived
+
+
+def test_pretrain_extra_data_joins_the_training_images(synth_root, tmp_path, capsys):
+    """--extra-data (e.g. `polyp generate` output) adds its images to pre-training; held-out images stay DATA's."""
+    common = ["--arch", "mobilenet_v3_small", "--epochs", "1", "--batch-size", "8", "--image-size", "16", "--progress", "false"]
+    n_train = len(list((synth_root / "polyp" / "train").rglob("*.png")))
+    extra = synth_root / "polyp" / "val"
+    n_extra = len(list(extra.rglob("*.png")))
+    assert main(["polyp", "pretrain", "--data", str(synth_root / "polyp"), "--extra-data", str(extra), "--out", str(tmp_path / "p"),
+                 *common]) == 0
+    out = capsys.readouterr().out
+    n_val = round(n_train * 0.1)
+    assert f"extra data {extra}: {n_extra} images" in out
+    assert f"on {n_train - n_val + n_extra} images ({n_val} held out)" in out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["polyp", "pretrain", "--data", str(synth_root / "polyp"), "--extra-data", str(empty), "--out", str(tmp_path / "q"),
+                 *common]) == 2
+    assert f"error: no images found in {empty}" in capsys.readouterr().err
