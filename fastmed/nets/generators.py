@@ -37,7 +37,7 @@ from torch import nn
 
 from fastmed.nets.registry import register
 
-START_SCALE = float(__import__("os").environ.get("P12_START", "0.1"))  # TEMP experiment knob
+START_SCALE = 0.1  # the default-init output (and deep-noise) convolutions are scaled by this: a small random start
 
 
 def _conv(c_in: int, c_out: int, stride: int = 1, norm: bool = True, act: str = "relu") -> nn.Sequential:
