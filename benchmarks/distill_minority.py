@@ -76,6 +76,7 @@ VARIANTS = {
     "mi_only": dict(ce_weight=0.0, mi_weight=1.0),
 }
 BASELINE = "kd"
+FOCUS, FOCUS_AGAINST = "mi_prior_weak", ("ce", "mi_prior", "mi_prior_balanced")  # extra paired rows in the .md
 WEAK_BOOST = 2.0
 METRICS = ("balanced_acc", "recall_cut", "acc")
 
@@ -264,6 +265,12 @@ def render_md(res: dict) -> str:
                          f"{d['balanced_acc']['mean']:+.3f} ± {d['balanced_acc']['sd']:.3f} | "
                          f"{d['recall_cut']['mean']:+.3f} ± {d['recall_cut']['sd']:.3f} | "
                          f"{_ms(v['val_prob_mass_cut'])} | {prior} |")
+        lines += ["", f"Paired differences of {FOCUS} against other baselines (mean ± sd over seeds):", "",
+                  "| against | Δ balanced acc | Δ recall of cut |", "|---|---|---|"]
+        for other in FOCUS_AGAINST:
+            d = {m: paired(r["variants"][FOCUS][m], r["variants"][other][m]) for m in ("balanced_acc", "recall_cut")}
+            lines.append(f"| {other} | {d['balanced_acc']['mean']:+.3f} ± {d['balanced_acc']['sd']:.3f} | "
+                         f"{d['recall_cut']['mean']:+.3f} ± {d['recall_cut']['sd']:.3f} |")
         lines += ["", f"Wall time {r['wall_s']} s.", ""]
     lines += [f"Machine: {res['machine']}.", ""]
     return "\n".join(lines)
