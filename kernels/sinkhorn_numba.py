@@ -34,7 +34,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from fastmed.kernels.mil_pool_numba import run_items
-from fastmed.kernels.sinkhorn_reference import LOG_ZERO
+from fastmed.kernels.sinkhorn_reference import log_weights
 
 # Let LLVM reorder sums and max reductions (SIMD lanes) and fuse multiply-adds; no finite-math assumptions.
 FASTMATH = {"reassoc", "contract", "nsz"}
@@ -379,8 +379,7 @@ class SinkhornNumba(torch.autograd.Function):
         B, N, M = x.shape[0], x.shape[1], y.shape[1]
         cxy = x.new_empty(B, N, M)
         cxx, cyy = (x.new_empty(B, N, N), y.new_empty(B, M, M)) if debias else (x.new_empty(B, 0, 0), x.new_empty(B, 0, 0))
-        la = torch.where(a > 0, a.clamp_min(1e-38).log(), torch.full_like(a, LOG_ZERO))
-        lb = torch.where(b > 0, b.clamp_min(1e-38).log(), torch.full_like(b, LOG_ZERO))
+        la, lb = log_weights(a), log_weights(b)
         np_dt = np.float64 if x.dtype == torch.float64 else np.float32
         eps = np.asarray(eps_list, np_dt)
         inv_eps = (1 / np.asarray(eps_list, np.float64)).astype(np_dt)
