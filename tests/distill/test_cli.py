@@ -112,7 +112,7 @@ def test_teacher_is_not_updated_by_a_training_step(synth_root, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["data=digits", "epochs=1"], "need --teacher"),
-    (["data=digits", "teacher=x.pt", "ce_weight=0", "kd_weight=0"], "relabelling"),
+    (["data=digits", "teacher=x.pt", "ce_weight=0", "kd_weight=0", "mi_weight=0"], "--mi-weight > 0"),
     (["data=digits", "kd_weight=0", "mi_weight=0", "arch=unet"], "not a classifier"),
     (["data=digits", "teacher=/nonexistent/t.pt"], "checkpoint not found"),
     (["data=digits", "kd_weight=0", "mi_weight=0", "label_fraction=2"], "label-fraction"),
