@@ -204,8 +204,7 @@ def wrap_model(model: torch.nn.Module, device: torch.device, batch: int | None =
     below ``SYNC_BN_BELOW`` BatchNorm layers become synchronised (torch's
     ``SyncBatchNorm`` on CUDA, ``sync_bn.CpuSyncBatchNorm`` on the CPU), so
     they normalise over the global batch. Parameters keep their identity
-    (an optimizer built before or after sees the same tensors). Call
-    ``unwrap`` for the plain module.
+    (an optimizer built before or after sees the same tensors).
     """
     if not active() or world_size() == 1:
         return model
@@ -268,11 +267,6 @@ def rank_part(batch: torch.Tensor) -> torch.Tensor:
     return batch[rank()::world_size()] if world_size() > 1 else batch
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside a ``wrap_model`` result."""
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
 def broadcast_object(obj: T) -> T:
     """Rank 0's ``obj`` on every rank (``obj`` itself without torchrun)."""
     if not active():
@@ -289,15 +283,3 @@ def gather(obj: T) -> list[T]:
     out: list[Any] = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
-    """The mean over ranks of each value (``values`` itself without torchrun); the keys must match."""
-    if not active():
-        return dict(values)
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t)
-    return {k: float(v) / world_size() for k, v in zip(keys, t.cpu().tolist())}
