@@ -10,16 +10,19 @@ behaves exactly as before. Under torchrun:
 - rank 0 alone picks the run folder (``broadcast_object``) and writes config,
   metrics, checkpoints, plots and progress bars; the other ranks' stdout is
   silenced and their trainer stops after the fit loop (``end_worker``);
-- a trainer's data come from ``distributed_sampler`` (each rank a disjoint
-  share of one seeded order, ``set_epoch`` each epoch by the fit loop) in
-  per-rank batches of ``per_rank_batch(global batch)``, so a step sees the
-  same samples, and the averaged gradient equals, a one-process step of the
-  global batch;
+- a trainer's data come from ``train_loader`` (a ``distributed_sampler``: each
+  rank a disjoint share of one seeded order, ``set_epoch`` each epoch by the
+  fit loop), ``epoch_order`` (trainers that batch slides themselves) or
+  ``rank_part`` (a step's draw shared by all ranks), in per-rank batches of
+  ``per_rank_batch(global batch)``, so a step sees the same samples, and the
+  averaged gradient equals, a one-rank step of the global batch;
 - ``wrap_model`` turns BatchNorm layers into synchronised ones (when the
   per-rank batch is small) and wraps the model in ``DistributedDataParallel``
   with ``find_unused_parameters`` (loss terms a config switches off leave
   parameters without gradients); its ``state_dict`` is the plain model's, so
   checkpoints load without DDP and resume works with any world size.
+  ``sync_gradients`` does the same for trainers DDP does not fit (GANs,
+  several models, per-sample gradients): it averages in an optimizer pre-step hook.
 """
 from __future__ import annotations
 
