@@ -78,6 +78,10 @@ def init_from_env(device: torch.device) -> torch.device:
     """
     if not launched():
         return device
+    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise ConfigError(f"WORLD_SIZE is set but {', '.join(missing)} is not: start several processes with torchrun "
+                          "(or unset WORLD_SIZE for one process)")
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)

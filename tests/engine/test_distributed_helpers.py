@@ -33,6 +33,14 @@ def test_without_torchrun_every_helper_leaves_things_as_they_are(monkeypatch):
     assert distributed.epoch_order(6, 0, 1, g) == torch.randperm(6, generator=torch.Generator().manual_seed(3)).tolist()
 
 
+def test_a_world_size_without_the_rest_of_torchrun_s_environment_is_one_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for k in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(ConfigError, match="WORLD_SIZE is set but RANK, MASTER_ADDR, MASTER_PORT is not"):
+        distributed.init_from_env(torch.device("cpu"))
+
+
 def test_a_global_batch_splits_evenly_or_is_refused(world):
     world(4, 1)
     assert distributed.per_rank_batch(32) == 8
