@@ -50,6 +50,7 @@ SETTINGS = {  # dataset -> data source (None: synthetic polyps written to a temp
 # --quick: digits only, and only the two ends of the method list
 QUICK = dict(data="digits", image_size=8, batch_size=128, teacher_epochs=2, student_epochs=2, lr=2e-3)
 QUICK_METHODS = ("scratch", "mi_prior_kd")
+BASELINE = "scratch"  # the paired differences of the report are against it (the same seeds)
 
 
 def _config(setting: dict, data: str, out: Path, arch: str, epochs: int, seed: int, teacher: str | None,
@@ -105,6 +106,7 @@ def run_dataset(name: str, seeds: list[int], label_fraction: float, work: Path, 
         result[role].update(model_size(model))
         result[role]["cpu_latency_ms_b1"] = cpu_latency_ms(model, size, runs=latency_runs)
     result["input_size"] = size
+    result["precise_bn"] = True  # distill train re-estimates BatchNorm statistics before every evaluation
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     return result
 
@@ -122,12 +124,18 @@ def render_markdown(results: list[dict]) -> str:
              "cross-entropy on labels. Reproduce: `benchmarks/distill_evidence.py --dataset NAME`.", ""]
     for r in results:
         st, te = r["student"], r["teacher"]
-        lines += [f"## {r['dataset']} ({r['data']}, {r['input_size']}×{r['input_size']} input)", "",
+        when = "" if r.get("precise_bn") else "; run before the precise-BN fix"  # older JSON files lack the flag
+        lines += [f"## {r['dataset']} ({r['data']}, {r['input_size']}×{r['input_size']} input{when})", "",
                   f"Teacher {te['arch']} ({te['epochs']} epochs): top-1 {te['val_acc']:.4f}. Student {st['arch']}, "
                   f"{st['epochs']} epochs, batch {st['batch_size']}, lr {st['lr']}, label fraction {st['label_fraction']}, seeds {st['seeds']}.", "",
-                  "| method | top-1 mean | sd | per seed |", "|---|---|---|---|"]
+                  f"| method | top-1 mean | sd | Δ vs {BASELINE} (paired, mean ± sd) | per seed |", "|---|---|---|---|---|"]
+        base = r["methods"].get(BASELINE)
         for m, v in r["methods"].items():
-            lines.append(f"| {m} | {v['mean']:.4f} | {v['sd']:.4f} | {', '.join(f'{a:.4f}' for a in v['val_acc'])} |")
+            delta = "–"
+            if base is not None:
+                d = [a - b for a, b in zip(v["val_acc"], base["val_acc"])]
+                delta = f"{statistics.mean(d):+.4f} ± {statistics.stdev(d) if len(d) > 1 else 0.0:.4f}"
+            lines.append(f"| {m} | {v['mean']:.4f} | {v['sd']:.4f} | {delta} | {', '.join(f'{a:.4f}' for a in v['val_acc'])} |")
         lines += ["", "| model | params | MB | CPU latency b=1 (ms, median) |", "|---|---|---|---|"]
         for role in ("teacher", "student"):
             x = r[role]
@@ -142,7 +150,8 @@ def render_markdown(results: list[dict]) -> str:
 
 
 def write_report(folder: Path) -> Path:
-    results = [json.loads(p.read_text()) for p in sorted(folder.glob("distill_*.json"))]
+    paths = [folder / f"distill_{name}.json" for name in sorted(SETTINGS)]  # not distill_minority.json
+    results = [json.loads(p.read_text()) for p in paths if p.exists()]
     path = folder / "distill.md"
     path.write_text(render_markdown(results), encoding="utf-8")
     return path
