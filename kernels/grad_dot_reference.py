@@ -169,7 +169,7 @@ class _Call:
     args: tuple
     kwargs: dict
     versions: list[int]
-    output_edge: torch.autograd.graph.GradientEdge  # where the output gradient arrives
+    output_edge: torch.autograd.graph.GradientEdge | None  # where the output gradient arrives (None once released)
     contribution: torch.Tensor | None = None  # (M,), known layer types (computed during the backward)
     delta: torch.Tensor | None = None         # output gradient, kept only for the fallback path
 
@@ -199,6 +199,15 @@ class _Capture:
             return None
 
         return hook
+
+    def release(self) -> None:
+        """Drop every record. Each output hook holds its record, and the record the output's autograd
+        node (``output_edge``): a cycle through C++ that Python's GC cannot break, which would keep
+        every recorded activation alive after the call."""
+        self.active = False
+        for call in self.calls:
+            call.args, call.kwargs, call.output_edge, call.contribution, call.delta = (), {}, None, None, None
+        self.calls.clear()
 
     def on_output_grad(self, call: _Call, delta: torch.Tensor) -> None:
         now = [t._version for t in call.args if isinstance(t, torch.Tensor)]
@@ -309,21 +318,25 @@ def per_sample_grad_dot_reference(
             stops = [x] if to_input else backward_stops(capture.calls)
             if stops:
                 torch.autograd.grad(losses.sum(), stops, retain_graph=bool(outside), allow_unused=True)
+        for h in handles:
+            h.remove()
+        handles.clear()
+        capture.active = False
+        total = losses.detach().new_zeros(inputs.shape[0])
+        for call in capture.calls:
+            if call.contribution is not None:
+                total = total + call.contribution.to(total.dtype)
+            elif call.delta is not None:  # a layer without a fast rule
+                args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in call.args)
+                module, g = modules[call.module_name], owners[call.module_name]
+                total = total + jvp_layer_dot(module, args, call.kwargs, call.delta, g).to(total.dtype)
+        if outside:
+            total = total + _per_sample_loop(outside, direction, losses)
+        return total
     finally:
         for h in handles:
             h.remove()
-    capture.active = False
-    total = losses.detach().new_zeros(inputs.shape[0])
-    for call in capture.calls:
-        if call.contribution is not None:
-            total = total + call.contribution.to(total.dtype)
-        elif call.delta is not None:  # a layer without a fast rule
-            args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in call.args)
-            module, g = modules[call.module_name], owners[call.module_name]
-            total = total + jvp_layer_dot(module, args, call.kwargs, call.delta, g).to(total.dtype)
-    if outside:
-        total = total + _per_sample_loop(outside, direction, losses)
-    return total
+        capture.release()
 
 
 def _used_params(modules: dict[str, nn.Module], unhooked: dict[str, dict[str, torch.Tensor]], losses: torch.Tensor) -> list[tuple[str, nn.Parameter]]:
