@@ -64,3 +64,12 @@ def test_judge_refuses_a_checkpoint_that_is_not_a_classifier():
                            arch="cond_discriminator", arch_kwargs={"num_classes": 3, "base": 4})
     with pytest.raises(FastmedError, match="--judge is a 'generator' checkpoint"):
         Judge.from_checkpoint(ckpt, torch.device("cpu"))
+
+
+def test_usable_change_needs_a_faithful_uncollapsed_set():
+    from fastmed.polyp.augment import usable_change
+
+    good = {"pixel_change": 0.04, "noise_diversity": 0.02, "judge_agreement_ratio": 0.9, "spread_generated": 0.3, "spread_real": 0.2}
+    assert usable_change(good) == 0.02
+    assert usable_change({**good, "judge_agreement_ratio": 0.8}) == 0.0  # class lost
+    assert usable_change({**good, "spread_generated": 0.1}) == 0.0  # collapsed
