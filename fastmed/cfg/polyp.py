@@ -58,7 +58,7 @@ class PolypAugmentConfig(FitOptions):
     base: int = opt(16, "channel width of G, F and D")
     w_adv: float = opt(1.0, "weight of the adversarial loss")
     w_gen: float | None = opt(None, "weight of the generation (cycle L1) loss (default 5; 10 with --identity-start)")
-    w_pred: float | None = opt(None, "weight of the prediction (class) loss (default 3; 1 with --identity-start)")
+    w_pred: float | None = opt(None, "weight of the prediction (class) loss (default 5; 1 with --identity-start)")
     w_dist1: float = opt(1.0, "weight of the first distribution loss (-D, real vs generated, per class); 0 = off")
     w_dist2: float = opt(1.0, "weight of the second distribution loss (-sum over class pairs); 0 = off")
     w_div: float | None = opt(None, "weight of the noise-diversity hinge max(0, --div-target - |G(x,c,z1) - G(x,c,z2)|) (default 1; 0 = off, the --identity-start default)")

@@ -50,7 +50,7 @@ from fastmed.polyp.image_sets import ImageSet, imagenet_normalize, load_class_fo
 
 PIXEL_NORMALIZATION = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}  # [0, 1] -> [-1, 1]
 # defaults of the options left unset (None): (the diverse generator, the --identity-start baseline)
-DESIGN_DEFAULTS = {"lr": (1e-4, 2e-4), "lr_d": (4e-4, 2e-4), "w_gen": (5.0, 10.0), "w_pred": (3.0, 1.0),
+DESIGN_DEFAULTS = {"lr": (1e-4, 2e-4), "lr_d": (4e-4, 2e-4), "w_gen": (5.0, 10.0), "w_pred": (5.0, 1.0),
                    "w_div": (1.0, 0.0), "d_fake_class_weight": (0.0, 0.5)}
 
 
