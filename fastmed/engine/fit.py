@@ -174,6 +174,12 @@ def _sum_over_ranks(sums: dict[str, float], counts: dict[str, int]) -> tuple[dic
     return total_s, total_c
 
 
+def _encoder_name(encoder: dict[str, Any] | None) -> str:
+    """Short name of a wsi feature encoder record: its name and the first 12 hex digits of its weights' SHA-256."""
+    encoder = encoder or {}
+    return f"{encoder.get('encoder')} {str(encoder.get('encoder_sha256'))[:12]}"
+
+
 def _check_same_model(old: dict[str, Any], new: dict[str, Any], path: Any) -> None:
     """Refuse to resume ``old`` (weights/last.pt) with a task whose checkpoint ``new`` describes another model."""
     diffs = []
@@ -182,5 +188,8 @@ def _check_same_model(old: dict[str, Any], new: dict[str, Any], path: Any) -> No
     for key, what in (("arch", "architecture"), ("input_size", "input size")):
         if old.get(key) != new.get(key):
             diffs.append(f"{what} {old.get(key)} there, {new.get(key)} now")
+    old_enc, new_enc = (c.get("meta", {}).get("encoder") for c in (old, new))  # wsi: features of another encoder
+    if old_enc != new_enc:
+        diffs.append(f"features of encoder {_encoder_name(old_enc)} there, {_encoder_name(new_enc)} now")
     if diffs:
         raise FastmedError(f"cannot resume from {path}: " + "; ".join(diffs) + " (use the run's settings and data, or start a new run)")

@@ -218,3 +218,20 @@ def test_train_records_which_positive_slides_kept_their_patch_labels(pipeline, t
         kept[fraction] = torch.load(run / "weights" / "last.pt", weights_only=True)["meta"]["patch_label_slides"]
     labels = {r["slide_id"]: r["label"] for r in csv.DictReader(open(slides / "labels.csv"))}
     assert kept["0"] == [] and kept["1"] == sorted(s for s, v in labels.items() if v == "tumor")
+
+
+def test_train_resume_refuses_features_of_another_encoder(pipeline, tmp_path, capsys):
+    """Resuming a wsi run on features of another encoder (same width, other weights) must not mix the two."""
+    root, slides = pipeline
+    other = tmp_path / "features_seed1"
+    assert main(["wsi", "features", "--tiles", str(root / "tiles"), "--out", str(other), "--encoder", "tiny",
+                 "--device", "cpu", "--progress", "false", "--seed", "1"]) == 0
+    run = tmp_path / "run"
+    args = ["--labels", str(slides / "labels.csv"), "--out", str(run), "--max-patches", "64", "--device", "cpu",
+            "--progress", "false"]
+    assert main(["wsi", "train", "--features", str(root / "features"), *args, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main(["wsi", "train", "--features", str(other), *args, "--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "features of encoder tiny" in err and "last.pt" in err
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1]
