@@ -65,6 +65,35 @@ def keep_patch_labels(slides: Sequence[SlideBag | BagRef], fraction: float, seed
     return hidden, [slides[i].slide_id for i in sorted(chosen)]
 
 
+def negatives_only_warning(cfg, train: Sequence[SlideBag | BagRef], kept: list[str]) -> str | None:
+    """A warning when losses 1 and 4 are on but no positive training slide of ``kept`` carries patch labels.
+
+    Negative slides are all-0 by definition, so those losses then see only
+    negative patches and push every patch probability and attention towards 0:
+    with 0 % of the positives annotated, ``benchmarks/wsi_evidence_regimes.py``
+    measured inverted maps (patch AUC 0.27) and slide AUC 0.62 against 0.89
+    with the two losses off.
+    """
+    if cfg.w_patch == 0 and cfg.w_attn == 0:
+        return None
+    kept_ids = set(kept)
+    for bag in train:
+        if bag.slide_id in kept_ids and _has_patch_labels(bag):
+            return None
+    return ("no positive training slide has patch labels (annotations), so losses 1 and 4 see only negative patches "
+            "and pull every map towards 0; without annotations use --w-patch 0 --w-attn 0")
+
+
+def _has_patch_labels(bag: SlideBag | BagRef) -> bool:
+    """Whether a slide has any known patch label (a ``BagRef`` is checked in its file without reading features)."""
+    if isinstance(bag, SlideBag):
+        return bool((bag.patch_labels >= 0).any())
+    import h5py
+
+    with h5py.File(bag.path, "r") as f:
+        return "label_fraction" in f
+
+
 @torch.no_grad()
 def predict_bags(model: AttentionMIL, bags: list[SlideBag], device: torch.device, batch_size: int = 8) -> list[dict[str, np.ndarray]]:
     """Per slide: ``prob`` (scalar), ``attention`` raw scores, ``patch_prob`` ``(n,)`` (model in eval mode)."""
@@ -220,6 +249,9 @@ def run_train(cfg) -> RunSummary:
     task = WsiTrainTask(cfg, train, val, session.device, meta)
     print(f"wsi train: {len(train)} train / {len(val)} val slides, {task.in_dim} features"
           f"{' (streamed from the files)' if cfg.stream else ''}; run folder {session.path}")
+    warning = negatives_only_warning(cfg, train, meta["patch_label_slides"])
+    if warning:
+        print(f"  warning: {warning}")
     summary = session.fit(task, monitor="val/loss" if val else None, mode="min", title="wsi attention MIL",
                           skipped=len(meta["skipped_slides"]))
     print(f"done: {({k: round(v, 4) for k, v in summary.metrics.items() if k.startswith('val/')})}")

@@ -235,3 +235,16 @@ def test_train_resume_refuses_features_of_another_encoder(pipeline, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "features of encoder tiny" in err and "last.pt" in err
     assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+def test_train_warns_when_patch_losses_see_only_negative_slides(pipeline, tmp_path, capsys):
+    """No annotated positive slide: losses 1 and 4 would only pull the maps to 0 (inverted maps in the evidence)."""
+    root, slides = pipeline
+    args = ["wsi", "train", "--features", str(root / "features"), "--labels", str(slides / "labels.csv"),
+            "--epochs", "1", "--max-patches", "64", "--device", "cpu", "--progress", "false"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--patch-label-fraction", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: no positive training slide has patch labels" in out and "--w-patch 0 --w-attn 0" in out
+    assert main([*args, "--out", str(tmp_path / "b"), "--patch-label-fraction", "0", "--w-patch", "0", "--w-attn", "0"]) == 0
+    assert main([*args, "--out", str(tmp_path / "c"), "--stream"]) == 0  # annotations found in the files
+    assert "warning" not in capsys.readouterr().out
