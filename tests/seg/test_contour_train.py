@@ -4,11 +4,16 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from fastmed.cli import main
+from fastmed.data.images import read_image
 from fastmed.engine.checkpoint import load_model
+from fastmed.seg.contour.objects import slot_instances
+from fastmed.seg.data import to_tensor_image
 from fastmed.seg.contour.losses import contour_loss, correlation_loss
 
 
@@ -111,4 +116,13 @@ def test_seg_train_contour_object_slots_cli_learns(touching_seg, tmp_path, one_t
     assert ckpt["meta"]["object_slots"] == 2
     assert model(torch.zeros(1, 3, 32, 32))["objects"].shape == (1, 4, 32, 32)
     assert (out / "predictions.png").is_file()
+    # seg predict writes each image's slot labels beside the fused mask: those of the model's objects head
+    pred, images = tmp_path / "pred", sorted((touching_seg / "val" / "images").glob("*.png"))
+    assert main(["seg", "predict", "--weights", str(out / "weights" / "best.pt"), "--source", str(images[0].parent),
+                 "--out", str(pred), "--device", "cpu"]) == 0
+    assert len(list((pred / "objects").glob("*.png"))) == len(images) == 6
+    norm = ckpt["normalization"]
+    with torch.no_grad():
+        expected = slot_instances(model(to_tensor_image(read_image(images[0]), norm["mean"], norm["std"])[None])["objects"])
+    assert np.array_equal(np.asarray(Image.open(pred / "objects" / images[0].name)), expected[0].numpy())
     assert main(args[:-6] + ["--object-slots", "-1"]) == 2

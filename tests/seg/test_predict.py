@@ -48,3 +48,54 @@ def test_seg_predict_refuses_classifier(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", ck)
     with pytest.raises(FastmedError, match="segmenter"):
         run_predict(SegPredictConfig(weights=str(path), source=str(tmp_path), device="cpu"))
+
+
+def _slot_checkpoint(tmp_path, slots: int, bias: list[float] | None = None):
+    """A contour-style U-Net checkpoint with an ``objects`` head of ``slots`` slots; ``bias`` (one per slot)
+    replaces that head by constant mask logits (weights 0), so every pixel's slot is known."""
+    import torch
+
+    kwargs = {"base_width": 4, "depth": 2, "extra_heads": {"corr": 1, "objects": 2 * slots}}
+    model = create_model("unet", **kwargs)
+    if bias is not None:
+        with torch.no_grad():
+            head = model.extra["objects"]
+            head.weight.zero_()
+            head.bias[:slots] = torch.tensor(bias)
+    ckpt = make_checkpoint(model, task="seg", kind="segmenter", arch="unet", arch_kwargs=kwargs,
+                           class_names=["object"], input_size=[32, 32], meta={"method": "contour", "object_slots": slots})
+    return save_checkpoint(tmp_path / "slots.pt", ckpt)
+
+
+def test_seg_predict_writes_object_slot_labels(synth_root, tmp_path):
+    # slot 2's mask logit (3) beats slot 1's (2) and slot 3's (-4) everywhere: every pixel is object 2
+    weights = _slot_checkpoint(tmp_path, 3, bias=[2.0, 3.0, -4.0])
+    src = synth_root / "seg" / "test" / "images"
+    out = tmp_path / "pred"
+    assert main(["seg", "predict", "--weights", str(weights), "--source", str(src), "--out", str(out), "--device", "cpu"]) == 0
+    objects = sorted((out / "objects").glob("*.png"))
+    assert [p.name for p in objects] == sorted(p.name for p in src.glob("*.png"))
+    labels = np.asarray(Image.open(objects[0]))
+    assert labels.shape == (64, 64) and labels.dtype == np.uint8 and set(np.unique(labels)) == {2}  # at the image's size
+    lines = (out / "predictions.csv").read_text().splitlines()
+    assert lines[0] == "path,foreground_fraction,n_objects" and all(line.endswith(",1") for line in lines[1:])
+    assert len(list((out / "masks").glob("*.png"))) == len(objects)  # the fused mask head as before
+
+
+def test_seg_predict_without_slots_writes_no_object_maps(synth_root, tmp_path):
+    kwargs = {"base_width": 4, "depth": 2, "extra_heads": {"corr": 1}}  # the contour U-Net without --object-slots
+    ckpt = make_checkpoint(create_model("unet", **kwargs), task="seg", kind="segmenter", arch="unet",
+                           arch_kwargs=kwargs, class_names=["object"], input_size=[32, 32])
+    weights = save_checkpoint(tmp_path / "fused.pt", ckpt)
+    out = tmp_path / "pred"
+    assert main(["seg", "predict", "--weights", str(weights), "--source", str(synth_root / "seg" / "test" / "images"),
+                 "--out", str(out), "--device", "cpu"]) == 0
+    assert not (out / "objects").exists() and (out / "predictions.csv").read_text().startswith("path,foreground_fraction\n")
+
+
+def test_seg_predict_refuses_more_slots_than_8_bit_labels(tmp_path, capsys):
+    weights = _slot_checkpoint(tmp_path, 256)
+    assert main(["seg", "predict", "--weights", str(weights), "--source", str(tmp_path), "--out", str(tmp_path / "p"),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "256 object slots" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "p").exists()

@@ -19,7 +19,7 @@ The run folder gets the engine's files (config, metrics.jsonl, weights/,
 curves.png), ``correlation_maps.png`` (training labels: image, contour,
 distance, correlation), ``predictions.png`` (validation predictions) and
 ``summary.json``. The checkpoint is a ``kind="segmenter"`` that
-``fastmed seg predict`` reads (the mask head is its output).
+``fastmed seg predict`` reads (the mask head is its output; with slots, also a per-object label map).
 """
 from __future__ import annotations
 
