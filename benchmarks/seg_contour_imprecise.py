@@ -27,7 +27,13 @@ Torch runs on one thread (shared machine).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/seg_contour_imprecise.py [--steps 120] [--seeds 0 1 2 3 4]
         [--jitter 0 1.5 3] [--n-train 4 16] [--variants mask corr_dist corr_both per_object]
-        [--name seg_contour_imprecise] [--out DIR] [--quick]
+        [--name seg_contour_imprecise] [--out DIR] [--quick] [--merge]
+
+``--merge`` adds the ``--n-train`` cells of this run to the existing
+``<name>.json`` (its other settings must be the same, and n_train no larger
+than its largest) instead of replacing it: the training images are drawn from
+the earlier run's pool, as in one run over all of them. The README's n_train 8 cells were added that way
+(``--n-train 8 --merge``).
 
 Writes ``benchmarks/results/<name>.{json,md}`` and a figure ``<name>.png``
 (one touching validation image at the largest jitter and fewest images: the
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import platform
 import tempfile
 import time
@@ -152,6 +159,26 @@ def to_markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+MERGE_SAME = ("steps", "seeds", "jitter", "n_eval", "size", "base_width", "batch_size", "lr", "variants")
+
+
+def merge_base(path: Path, args) -> dict:
+    """The earlier result ``path`` that ``--merge`` adds to; its settings other than ``n_train`` must equal ``args``."""
+    if not path.exists():
+        raise SystemExit(f"--merge: {path} does not exist")
+    old = json.loads(path.read_text())
+    old_args = old["args"]
+    old_args.setdefault("variants", list(VARIANTS))  # written before --variants existed: all of them
+    differ = [k for k in MERGE_SAME if old_args.get(k) != getattr(args, k)]
+    if differ:
+        raise SystemExit(f"--merge: {path} was run with other {', '.join(differ)} "
+                         f"({', '.join(f'{k}={old_args.get(k)}' for k in differ)})")
+    if max(args.n_train) > max(old_args["n_train"]):  # its cells were drawn from fewer training images
+        raise SystemExit(f"--merge: n_train {max(args.n_train)} is larger than the earlier run's training pool "
+                         f"({max(old_args['n_train'])} images); run every n_train together instead")
+    return old
+
+
 def save_figure(path: Path, tasks: dict, title: str) -> None:
     """One touching validation image: image + given outline, exact mask, each variant's mask and instances."""
     from fastmed.seg.contour.dataset import contour_labels
@@ -185,11 +212,16 @@ def main() -> None:
                         help="variants to train (include mask for the paired differences)")
     parser.add_argument("--name", default="seg_contour_imprecise", help="stem of the result files")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (the synthetic data)")
+    parser.add_argument("--merge", action="store_true",
+                        help="add these --n-train cells to the existing <name>.json (same other settings) instead of replacing it")
     add_quick_options(parser, "1 seed, jitter 3, 4 training images, 40 steps, 12 held-out images")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.jitter, args.n_train, args.steps, args.n_eval = [0], [3.0], [4], 40, 12
     results = results_folder(args, "seg_contour_imprecise")
+    base = merge_base(results / f"{args.name}.json", args) if args.merge else None
+    all_n = sorted(set(args.n_train) | set(base["args"]["n_train"] if base else []))
+    pool, figure_n = max(all_n), min(all_n)  # training images written per jitter (as the earlier run); the figure's cell
     torch.set_num_threads(1)
     from fastmed.data.synthetic.seg import make_seg_dataset
     from fastmed.seg.data import read_meta
@@ -199,7 +231,7 @@ def main() -> None:
     runs, errors, figure_tasks = [], {}, {}
     n_touching = 0
     for j in args.jitter:
-        data = make_seg_dataset(work / f"jitter{j}", {"train": max(args.n_train), "val": args.n_eval}, seed=321,
+        data = make_seg_dataset(work / f"jitter{j}", {"train": pool, "val": args.n_eval}, seed=321,
                                 size=args.size, max_objects=1, contour_vertices=16, contour_jitter=j, touching=0.5)
         meta = list(read_meta(data / "val" / "meta.csv").values()) + list(read_meta(data / "train" / "meta.csv").values())
         errors[str(j)] = float(np.mean([float(m["contour_error_px"]) for m in meta]))
@@ -209,15 +241,22 @@ def main() -> None:
                 row, task = run_one(data, n, seed, variant, args)
                 row["jitter"] = j
                 runs.append(row)
-                if j == max(args.jitter) and n == min(args.n_train) and seed == args.seeds[0]:
+                if j == max(args.jitter) and n == figure_n and seed == args.seeds[0]:
                     figure_tasks[variant] = task
                 print(f"jitter {j} n_train {n:2d} seed {seed} {variant:10s}: dice {row['dice']:.3f} hd95 {row['hd95']:.2f} "
                       f"sep_error {row['sep_error']:.2f} ridge {row['sep_error_ridge']:.2f} ({row['train_s']} s)", flush=True)
+    total_s = time.perf_counter() - t_all
+    if base:  # the earlier cells, less those rerun now
+        runs = [r for r in base["runs"] if r["n_train"] not in args.n_train] + runs
+        note = f"{base['machine']}; n_train {args.n_train} added by --merge: {note}"
+        total_s += base["total_s"]
+        args.n_train = all_n
     res = {"args": vars(args), "n_eval": args.n_eval, "n_touching": n_touching, "contour_error_px": errors,
            "torch": torch.__version__, "machine": note, "python": platform.python_version(),
-           "total_s": time.perf_counter() - t_all, "runs": runs, "summary": summarize(runs, args.jitter, args.n_train)}
-    save_figure(results / f"{args.name}.png", figure_tasks,
-                f"jitter {max(args.jitter)} px, {min(args.n_train)} training images, seed {args.seeds[0]}")
+           "total_s": total_s, "runs": runs, "summary": summarize(runs, args.jitter, args.n_train)}
+    if figure_tasks:  # --merge without the figure's cell keeps the earlier figure
+        save_figure(results / f"{args.name}.png", figure_tasks,
+                    f"jitter {max(args.jitter)} px, {min(args.n_train)} training images, seed {args.seeds[0]}")
     write_results(results, args.name, res, to_markdown(res), work, keep=args.keep)
     print(to_markdown(res))
 

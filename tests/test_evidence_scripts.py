@@ -107,6 +107,17 @@ def test_seg_contour_imprecise_quick(tmp_path):
     for r in res["runs"]:
         assert r["dice"] >= 0.6, r  # the quick run gave 0.87 (mask, corr_*) and 0.73 (per_object)
         assert 0 <= r["sep_error"] <= 1, r
+    # --merge refuses other settings and a larger n_train than the earlier pool, before training
+    script = [sys.executable, str(BENCHMARKS / "seg_contour_imprecise.py"), "--merge", "--out", str(out)]
+    for extra, why in ((["--quick", "--variants", "mask"], "other variants"),
+                       (["--steps", "40", "--n-eval", "12", "--seeds", "0", "--jitter", "3", "--n-train", "8"], "training pool")):
+        done = subprocess.run(script + extra, capture_output=True, text=True, timeout=300)
+        assert done.returncode != 0 and why in done.stderr, done.stderr[-2000:]
+    # and replaces the cells it reruns (the same n_train here), keeping the rest of the record
+    _quick("seg_contour_imprecise.py", out, "--merge")
+    merged = json.loads((out / "seg_contour_imprecise.json").read_text())
+    assert len(merged["runs"]) == len(res["runs"]) and merged["total_s"] > res["total_s"]
+    assert "added by --merge" in merged["machine"] and merged["args"]["n_train"] == [4]
 
 
 def test_distill_evidence_quick(tmp_path):
