@@ -142,10 +142,10 @@ def render_markdown(results: list[dict]) -> str:
             lines.append(f"| {role} {x['arch']} | {x['params']:,} | {x['mb']:.2f} | {x['cpu_latency_ms_b1']:.2f} |")
         ratio = te["cpu_latency_ms_b1"] / st["cpu_latency_ms_b1"]
         lines += ["", f"Student/teacher: {st['params'] / te['params']:.3f}× the parameters, "
-                      f"{ratio:.2f}× faster at batch 1 (same process). Wall time {r['wall_s']} s.", ""]
+                      f"{ratio:.2f}× faster at batch 1 (same process). Wall time {r['wall_s']} s; {r['machine']['note']}.", ""]
     m = results[0]["machine"] if results else {}
     lines += [f"Machine: {m.get('platform')}, {m.get('cpu_count')} CPUs, torch {m.get('torch')} "
-              f"({m.get('torch_threads')} thread); {m.get('note')}.", ""]
+              f"({m.get('torch_threads')} thread).", ""]
     return "\n".join(lines)
 
 
@@ -176,10 +176,11 @@ def main() -> None:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         setting = QUICK if args.quick else SETTINGS[args.dataset]
         methods = {m: METHODS[m] for m in QUICK_METHODS} if args.quick else METHODS
+        at_start = machine()  # its load average is the one at the start of the run
         with tempfile.TemporaryDirectory() as tmp:
             result = run_dataset(args.dataset, seeds, args.label_fraction, Path(tmp), setting, methods,
                                  5 if args.quick else 50)
-        result["machine"] = machine()
+        result["machine"] = at_start
         (results / f"distill_{args.dataset}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {write_report(results)}")
 
