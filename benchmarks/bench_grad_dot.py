@@ -10,7 +10,13 @@ computes the same ``(M,)`` vector ``d_m = <grad l_m, G>``:
 * ``fwd+bwd``       – one plain forward + backward of the batch (all weight gradients):
                       the cost floor of the method (issue 17);
 * ``fwd+input bwd`` – a forward and a backward to the input only (no weight gradient): the
-                      part of the method that no contraction rule can speed up.
+                      part of the method that no contraction rule can speed up;
+* ``method floor``  – ``per_sample_grad_dot``'s own forward, hooks and shortened backward with
+                      each convolution's contraction replaced by ONE batch weight-gradient call
+                      of that layer (oneDNN's fastest kernel for these FLOPs, called on its own;
+                      the sum over samples, so not the answer: a timing floor for any exact
+                      contraction built from one library call per layer). Other layers keep
+                      auto's rules.
 
 Two networks: ``convnet``, the issue's 6-convolution net (strided, dilated, grouped and
 transposed convolutions, GroupNorm, a linear head; 64x64 RGB, 10 classes), and the
@@ -48,12 +54,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fastmed.kernels import per_sample_grad_dot
-from fastmed.kernels.grad_dot_cpu import WAYS, conv_weight_grad, weight_dot
+from fastmed.kernels.grad_dot_cpu import WAYS, conv_weight_grad, layer_dot_cpu, weight_dot
+from fastmed.kernels.grad_dot_reference import CONV_TRANSPOSE_TYPES, CONV_TYPES, per_sample_grad_dot_reference
 from fastmed.nets.unet import UNet
 from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
 from quick import add_quick_options, results_folder
 
-VARIANTS = ("fastmed auto", "fastmed torch", "torch.func", "fwd+bwd", "fwd+input bwd")
+VARIANTS = ("fastmed auto", "fastmed torch", "torch.func", "fwd+bwd", "fwd+input bwd", "method floor")
 MEMORY_VARIANTS = ("fastmed auto", "torch.func", "fwd+bwd")
 
 
@@ -129,12 +136,21 @@ def run_fwd_input_bwd(model, loss_fn, x, y, g):
     return torch.autograd.grad(loss_fn(model(xg), y).sum(), [xg])[0].sum().reshape(1)
 
 
+def batch_weight_grad_dot(module, a, delta, g, node=None):
+    """Timing stand-in of a convolution's contraction: its batch weight gradient (one call); other layers: auto's rule."""
+    if isinstance(module, (*CONV_TYPES, *CONV_TRANSPOSE_TYPES)):
+        conv_weight_grad(module, a, delta, module.weight, module.groups)
+        return delta.new_zeros(delta.shape[0])
+    return layer_dot_cpu(module, a, delta, g, node)
+
+
 RUNNERS = {
     "fastmed auto": lambda model, loss_fn, x, y, g: per_sample_grad_dot(model, loss_fn, x, y, g),
     "fastmed torch": lambda model, loss_fn, x, y, g: per_sample_grad_dot(model, loss_fn, x, y, g, backend="torch"),
     "torch.func": run_torch_func,
     "fwd+bwd": run_fwd_bwd,
     "fwd+input bwd": run_fwd_input_bwd,
+    "method floor": lambda model, loss_fn, x, y, g: per_sample_grad_dot_reference(model, loss_fn, x, y, g, layer_dot=batch_weight_grad_dot),
 }
 
 
@@ -183,9 +199,9 @@ def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _paddi
 
 def flops(net, model, x, y, g) -> dict[str, int]:
     """FLOPs each variant executes (convolutions, matmuls; ``torch.utils.flop_counter``; its module
-    tracking cannot follow a backward to a leaf input, so ``fwd+input bwd`` is not counted)."""
+    tracking cannot follow a backward to a leaf input, so ``fwd+input bwd`` is not counted, nor the floor)."""
     out = {}
-    for n in VARIANTS[:-1]:
+    for n in VARIANTS[:4]:
         with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops}) as counter:
             RUNNERS[n](model, LOSSES[net], x, y, g)
         out[n] = counter.get_total_flops()
@@ -297,6 +313,7 @@ def main() -> None:
                 "torch_vs_fwd_bwd": round(cpu["fastmed torch"] / cpu["fwd+bwd"], 3),
                 "torch_func_vs_fwd_bwd": round(cpu["torch.func"] / cpu["fwd+bwd"], 3),
                 "input_bwd_vs_fwd_bwd": round(cpu["fwd+input bwd"] / cpu["fwd+bwd"], 3),
+                "floor_vs_fwd_bwd": round(cpu["method floor"] / cpu["fwd+bwd"], 3),
                 "speedup_vs_torch_func": round(cpu["torch.func"] / cpu["fastmed auto"], 3),
                 "gflop": {n: round(v / 1e9, 3) for n, v in fl.items()},
                 "flop_bound_s": {n: round(v / gemm, 4) for n, v in fl.items()},
@@ -328,11 +345,14 @@ def main() -> None:
         f"convnet: {result['nets']['convnet']}. unet: {result['nets']['unet']}.",
         "",
         "Ratios use the median CPU time of this process (wall times, noisier on a shared machine, in the JSON). "
-        "FLOP bound = executed FLOPs / measured GEMM throughput.",
+        "FLOP bound = executed FLOPs / measured GEMM throughput. Method floor = auto's forward, hooks and shortened "
+        "backward with each convolution's contraction replaced by one batch weight-gradient call (a timing floor "
+        "for contractions of one library call per layer; not the answer).",
         "",
         "| net | M | auto (s) | torch (s) | torch.func (s) | fwd+bwd (s) | auto / fwd+bwd | torch / fwd+bwd | torch.func / fwd+bwd "
-        "| x torch.func | fwd+input bwd / fwd+bwd | auto / its FLOP bound | fwd+bwd / its FLOP bound | peak MiB auto / torch.func / fwd+bwd |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| x torch.func | fwd+input bwd / fwd+bwd | method floor / fwd+bwd | auto / its FLOP bound | fwd+bwd / its FLOP bound "
+        "| peak MiB auto / torch.func / fwd+bwd |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c, b, mem = r["median_cpu_s"], r["flop_bound_s"], r["peak_mem_mib"]
@@ -340,7 +360,7 @@ def main() -> None:
         lines.append(
             f"| {r['net']} | {r['M']} | {c['fastmed auto']:.3f} | {c['fastmed torch']:.3f} | {c['torch.func']:.3f} | {c['fwd+bwd']:.3f} "
             f"| {r['auto_vs_fwd_bwd']:.2f} | {r['torch_vs_fwd_bwd']:.2f} | {r['torch_func_vs_fwd_bwd']:.2f} | {r['speedup_vs_torch_func']:.2f} "
-            f"| {r['input_bwd_vs_fwd_bwd']:.2f} "
+            f"| {r['input_bwd_vs_fwd_bwd']:.2f} | {r['floor_vs_fwd_bwd']:.2f} "
             f"| {c['fastmed auto'] / max(b['fastmed auto'], 1e-9):.1f} | {c['fwd+bwd'] / max(b['fwd+bwd'], 1e-9):.1f} | {mem_s} |")
     if layers:
         cols = [*WAYS, "batch weight grad (fwd+bwd's)"]

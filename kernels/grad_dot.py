@@ -11,9 +11,9 @@ backward of the batch (stopping at the first layers' outputs), plus one
 contraction per layer (see ``grad_dot_reference`` for the maths).
 ``backend="auto"`` fuses the convolution / linear contractions with the
 per-sample sum in Triton on CUDA (float32/float16/bfloat16); elsewhere it uses
-``grad_dot_cpu``, which picks per layer the cheaper of the reference's
-contraction and one grouped per-sample weight-gradient call (a measured
-crossover in channel count).
+``grad_dot_cpu``, which picks per convolution the fastest of four exact
+contractions (timed on first use for each layer configuration and shapes)
+and takes GroupNorm's per-sample affine gradients from its own backward kernel.
 """
 from __future__ import annotations
 

@@ -221,6 +221,9 @@ class _Capture:
         module = self.modules[call.module_name]
         if type(module) in KNOWN_TYPES:
             call.contribution = self.layer_dot(module, call.args[0].detach(), delta, self.owners[call.module_name], call.output_edge.node)
+            # done with this layer: let autograd free its input as soon as its own node has run (keeping every
+            # layer's input to the end of the backward kept the heap from reusing them: more fresh pages to fault in)
+            call.args, call.kwargs = (), {}
         else:
             call.delta = delta
 

@@ -323,3 +323,31 @@ def test_activations_are_freed_after_the_call(backend):
     per_sample_grad_dot(model, mse_per_sample, x, y, direction, backend=backend)
     gc.collect()
     assert len(seen) == 1 and seen[0]() is None
+
+
+class ChainNet(nn.Module):
+    """Three convs; the last one's input is saved by nothing but that conv's own autograd node."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.c3 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.c3(self.c2(torch.sin(self.c1(x))) * 1.5)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_layer_inputs_are_freed_during_the_backward(backend):
+    """A layer's input may be freed once its contraction is done and its node has run: the records used to keep
+    every layer's input alive to the end of the backward (more memory, and fresh pages for the rest of it)."""
+    model, x, y, g = _problem(ChainNet(), torch.float32, m=3, shape=(3, 9, 9))
+    last_input, alive_at_first_layer = [], []
+    model.c3.register_forward_hook(lambda mod, args, out: last_input.append(weakref.ref(args[0])))
+
+    def watch_first_layer(mod, args, out):  # returns None: the output stays as it is
+        out.register_hook(lambda grad: alive_at_first_layer.append(last_input[0]() is not None))
+
+    model.c1.register_forward_hook(watch_first_layer)
+    got = per_sample_grad_dot(model, mse_per_sample, x, y, g, backend=backend)
+    assert alive_at_first_layer == [False]
+    torch.testing.assert_close(got, ground_truth(model, mse_per_sample, x, y, g), atol=1e-4, rtol=1e-4)
