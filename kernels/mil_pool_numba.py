@@ -108,12 +108,12 @@ def backward_items(h, w, den, gz, g, items, softmax, dh, ds, first, last):
         b = items[k, 0]
         gb = g[b]
         for i in range(items[k, 1], items[k, 2]):
-            a = w[i] / den[b]
-            dot = 0.0
+            a = gb.dtype.type(w[i] / den[b])
+            dot = gb.dtype.type(0.0)  # in h's dtype: float32 lanes are twice as many as float64 ones
             for d in range(dim):
                 dot += gb[d] * h[i, d]
                 dh[i, d] = a * gb[d]
-            dw = (dot - gz[b]) / den[b]
+            dw = (np.float64(dot) - gz[b]) / den[b]
             ds[i] = dw * w[i] if softmax else dw * w[i] * (1.0 - w[i])
 
 
@@ -186,5 +186,6 @@ class MilPoolNumba(torch.autograd.Function):
         ds = np.empty(h.shape[0], np.float64)
         g = grad.detach().to(torch.float64).contiguous().numpy()
         gz = (g * z).sum(1)
+        g = g.astype(h.dtype)
         run_items(backward_items, items.shape[0], h, w, den, gz, g, items, ctx.softmax, dh, ds)
         return dh_t, torch.from_numpy(ds).to(ctx.scores_dtype), None, None
