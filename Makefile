@@ -44,8 +44,8 @@ test: setup
 test-all: setup
 	FASTMED_PROGRESS=0 $(BIN)/python -m pytest -q -m "not gpu and not tensorrt"
 
-# the kernel benchmarks (bench_export.py needs checkpoints: see the README's export section)
-# the kernel benchmarks with the settings of the README's rows (Sinkhorn and grad-dot on one thread: CPU-time ratios)
+# the kernel benchmarks with the settings of the README's rows (Sinkhorn and grad-dot on one thread: CPU-time ratios;
+# bench_export.py needs checkpoints: see the README's export section)
 KERNEL_BENCH := "OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_sinkhorn.py --threads 1" \
 	"$(BIN)/python benchmarks/bench_mil_pool.py" \
 	"OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_grad_dot.py --threads 1 --layers" \
