@@ -81,9 +81,9 @@ def _generator(v: str, data: Path, work: Path, seed: int, args, judge: Path) -> 
     """Train generator ``v`` (b: no distribution losses, c: with them) and write its set; returns generate's summary."""
     gen_dir = work / f"generated_{v}"
     if not (gen_dir / "summary.json").exists():
-        w = 0.0 if v == "b" else 1.0
+        dist = {"w_dist1": 0.0, "w_dist2": 0.0} if v == "b" else {}  # (c): the default weights
         aug = run_augment(PolypAugmentConfig(data=str(data), epochs=args.gen_epochs, steps_per_epoch=args.gen_steps,
-                                             image_size=args.image_size, w_dist1=w, w_dist2=w, out=str(work / f"augment_{v}"),
+                                             image_size=args.image_size, **dist, out=str(work / f"augment_{v}"),
                                              seed=seed, overwrite=(work / f"augment_{v}").exists(), **COMMON))
         shutil.rmtree(gen_dir, ignore_errors=True)
         run_generate(PolypGenerateConfig(weights=str(aug.weights), data=str(data), out=str(gen_dir), judge=str(judge),

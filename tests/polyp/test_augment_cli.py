@@ -10,7 +10,7 @@ from fastmed.cli import main
 from fastmed.engine.checkpoint import load_checkpoint, load_model
 
 ARGS = ["--per-class", "2", "--steps-per-epoch", "2", "--image-size", "32", "--base", "8", "--progress", "false", "--device", "cpu",
-        "--judge-steps", "5"]
+        "--judge-steps", "5", "--class-warmup", "5"]
 MEASURES = ("pixel_change", "noise_diversity", "spread_generated", "spread_real", "sinkhorn_to_real", "judge_agreement",
             "judge_real_accuracy", "judge_agreement_ratio")
 
@@ -71,6 +71,10 @@ def test_identity_start_reproduces_the_baseline_generator(generator_run, synth_r
                  "--identity-start", "true", *ARGS]) == 0
     G, ckpt = load_model(tmp_path / "r" / "weights" / "best.pt")
     assert ckpt["arch"]["kwargs"]["identity_start"] is True and len(G.noise_in) == 0
+    losses = ckpt["meta"]["losses"]  # the baseline's defaults (ARGS sets --class-warmup 5)
+    assert (losses["w_dist1"], losses["margin"], losses["w_pred"], losses["w_gen"]) == (1.0, 0.1, 1.0, 10.0)
+    default = load_checkpoint(generator_run / "weights" / "best.pt")["meta"]["losses"]
+    assert (default["w_dist1"], default["margin"], default["w_pred"], default["w_gen"]) == (3.0, 0.2, 5.0, 5.0)
     base = json.loads((tmp_path / "r" / "metrics.jsonl").read_text())["val/pixel_change"]
     new = json.loads((generator_run / "metrics.jsonl").read_text())["val/pixel_change"]
     assert base < 0.005 < new
@@ -80,7 +84,8 @@ def test_discriminator_schedule_and_diversity_target_options(synth_root, tmp_pat
     assert main(["polyp", "augment", "--data", str(synth_root / "polyp"), "--epochs", "1", "--out", str(tmp_path / "r"),
                  "--d-steps", "3", "--lr-d", "1e-3", "--lr", "1e-4", "--div-target", "5", *ARGS]) == 0
     state = load_checkpoint(tmp_path / "r" / "weights" / "last.pt")["train_state"]["task"]
-    assert [s["step"] for s in state["opt_d"]["state"].values()][0] == 6  # 3 D updates per G update, 2 G updates
+    # 5 class warm-up updates (--class-warmup 5), then 3 D updates per G update, 2 G updates
+    assert [s["step"] for s in state["opt_d"]["state"].values()][0] == 11
     assert [s["step"] for s in state["opt_g"]["state"].values()][0] == 2
     assert state["opt_d"]["param_groups"][0]["lr"] == 1e-3 and state["opt_g"]["param_groups"][0]["lr"] == 1e-4
     rec = json.loads((tmp_path / "r" / "metrics.jsonl").read_text())
@@ -131,3 +136,27 @@ def test_both_players_learn_on_a_fixed_batch(synth_root, tmp_path, one_thread):
     ratio = {k: statistics.mean(s[k] for s in steps[-5:]) / statistics.mean(s[k] for s in steps[:5]) for k in ("loss_d", "target")}
     # last 5 / first 5 steps, seeds 0-5: loss_d 0.91-0.96, target 0.72-0.88
     assert ratio["loss_d"] < 0.98 and ratio["target"] < 0.95, ratio
+
+
+def test_class_warmup_teaches_the_class_head_before_the_game(synth_root, tmp_path, one_thread):
+    """D's class head after ``class_warmup`` real-image updates: on the tiny set the default 200 take its
+    cross-entropy on a real batch below chance level (log 3 = 1.10); without it, it is at chance."""
+    import math
+
+    from fastmed.cfg.polyp import PolypAugmentConfig
+    from fastmed.engine.run_dir import RunDir
+    from fastmed.polyp import gan_losses as L
+    from fastmed.polyp.augment import GeneratorTask
+    from fastmed.polyp.image_sets import load_class_folders
+
+    ce = {}
+    for n in (0, 200):
+        torch.manual_seed(0)
+        cfg = PolypAugmentConfig(data=str(synth_root / "polyp"), per_class=2, image_size=32, base=8, judge_steps=5, class_warmup=n,
+                                 device="cpu")
+        task = GeneratorTask(cfg, load_class_folders(cfg.data, cfg.image_size), torch.device("cpu"), RunDir(tmp_path / f"r{n}"))
+        task.train_batches(1)  # the warm-up runs here, before the first generator update
+        x01, y = task._batch()
+        with torch.no_grad():
+            ce[n] = float(L.prediction_loss(task.D(x01 * 2 - 1)[1], y))
+    assert ce[0] > 0.95 * math.log(3) and ce[200] < 0.9 * math.log(3), ce  # seeds 0-2: 1.10-1.11 and 0.84-0.89

@@ -1,5 +1,8 @@
 """Issue 12's default check: the default ``polyp augment`` (300 updates at 32 px) then ``generate --per-image 2``
-meets the four generation numbers. Slow (about 5 minutes on one CPU thread); a GAN trajectory, pinned to the CPU."""
+meets the four generation numbers. Slow (about 5 minutes on one CPU thread); a GAN trajectory, pinned to the CPU and
+to ONE intra-op thread: tests/conftest.py sets two threads, and two threads sum convolution gradients in another order
+(measured: pixel change 0.019109 vs 0.019108 after 10 updates), which over 300 adversarial updates is another
+trajectory than the CLI's under OMP_NUM_THREADS=1 (the numbers in benchmarks/results/polyp_generate_seeds.md)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +13,7 @@ from fastmed.cli import main
 
 
 @pytest.mark.slow
-def test_default_augment_then_generate_meets_the_four_generation_numbers(tmp_path):
+def test_default_augment_then_generate_meets_the_four_generation_numbers(tmp_path, one_thread):
     from fastmed.data.synthetic import make_synthetic
 
     data = make_synthetic(tmp_path / "synth", seed=9, size="small", parts=("polyp",)) / "polyp"
@@ -20,7 +23,8 @@ def test_default_augment_then_generate_meets_the_four_generation_numbers(tmp_pat
     assert main(["polyp", "generate", "--weights", str(run / "weights" / "best.pt"), "--data", str(data), "--out", str(out),
                  "--per-image", "2", "--device", "cpu", "--progress", "false"]) == 0
     m = json.loads((out / "summary.json").read_text())["metrics"]
-    assert m["pixel_change"] >= 0.03  # the old defaults (prediction weight 3): 0.023
+    print("generated-set measures:", json.dumps(m))  # seen with pytest -s
+    assert m["pixel_change"] >= 0.03  # prediction weight 3 (before 0c9f2f7): 0.023
     assert m["noise_diversity"] >= 0.01
     assert m["judge_agreement"] >= 0.85 * m["judge_real_accuracy"]
     assert m["spread_generated"] >= m["spread_real"]  # no collapse
