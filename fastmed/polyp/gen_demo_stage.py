@@ -1,6 +1,7 @@
 """Demo stage ``polyp-gen``: augment → generate → train the recognizer with the generated images.
 
-A short generator run (``GEN_UPDATES`` updates of the default design), one
+A short generator run (``GEN_EPOCHS x GEN_STEPS`` updates of the default design, best.pt the epoch with
+the most usable change), one
 generated image per training image, then the recognizer trained on original +
 generated images for a small fixed budget (``TRAIN_EPOCHS``). The section
 shows the generated-set measures of ``generate``'s summary (pixel change,
@@ -21,7 +22,7 @@ from fastmed.polyp.generate import run_generate
 from fastmed.polyp.train import run_train
 
 TRAIN_EPOCHS = 6  # over original + generated images (twice the originals)
-GEN_UPDATES = 24
+GEN_EPOCHS, GEN_STEPS = 2, 30  # 24 updates in one epoch made near-copies (pixel change 0.007)
 JUDGE_STEPS = 100  # the independent judge (a small CNN on the real training images)
 
 
@@ -30,14 +31,15 @@ def run(ctx: DemoContext) -> DemoSection:
     data = ctx.data / "polyp"
     common = dict(seed=ctx.seed, device=ctx.device, progress=ctx.progress)
     features = ctx.artifacts.get("recognizer")
-    aug = run_augment(PolypAugmentConfig(data=str(data), epochs=1, steps_per_epoch=GEN_UPDATES, per_class=3, image_size=64,
+    aug = run_augment(PolypAugmentConfig(data=str(data), epochs=GEN_EPOCHS, steps_per_epoch=GEN_STEPS, per_class=3, image_size=64,
                                          features=features, judge_steps=JUDGE_STEPS, out=str(out / "augment"), **common))
     gen = run_generate(PolypGenerateConfig(weights=str(aug.weights), data=str(data), out=str(out / "generated"), **common))
     summary = run_train(PolypTrainConfig(data=str(data), extra_data=[gen["out"]], arch="resnet18", epochs=TRAIN_EPOCHS, batch_size=32,
                                          lr=2e-3, out=str(out / "train"), **common))
     device = select_device(ctx.device)
     model, ckpt = load_model(summary.weights, map_location=device)
-    metrics = {"generator updates": aug.metrics["updates"], "generated images": gen["images"]}
+    metrics = {"generator updates": aug.metrics["updates"], "generator best epoch (generates)": aug.best_epoch,
+               "generated images": gen["images"]}
     metrics.update({f"generated {k.replace('_', ' ')}": v for k, v in gen["metrics"].items()})
     for split in ("test", "test_shift"):
         res = evaluate_class_folder(model, ckpt, data / split, device)
