@@ -62,6 +62,7 @@ from quick import add_quick_options, results_folder
 
 VARIANTS = ("fastmed auto", "fastmed torch", "torch.func", "fwd+bwd", "fwd+input bwd", "method floor")
 MEMORY_VARIANTS = ("fastmed auto", "torch.func", "fwd+bwd")
+FLOP_VARIANTS = ("fastmed auto", "fastmed torch", "torch.func", "fwd+bwd")
 
 
 class ConvNet6(nn.Module):
@@ -201,7 +202,7 @@ def flops(net, model, x, y, g) -> dict[str, int]:
     """FLOPs each variant executes (convolutions, matmuls; ``torch.utils.flop_counter``; its module
     tracking cannot follow a backward to a leaf input, so ``fwd+input bwd`` is not counted, nor the floor)."""
     out = {}
-    for n in VARIANTS[:4]:
+    for n in FLOP_VARIANTS:
         with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops}) as counter:
             RUNNERS[n](model, LOSSES[net], x, y, g)
         out[n] = counter.get_total_flops()

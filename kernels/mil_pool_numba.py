@@ -145,8 +145,8 @@ def ask_for_huge_pages(t: torch.Tensor) -> None:
     be backed by transparent huge pages, before anything writes it.
 
     A fresh ``(N, D)`` gradient is first-touch page faults as much as writes: at N=57k, D=1024 (234 MB) the
-    kernel zero-fills 57k 4-KiB pages (an allocate-and-copy took 124 ms vs 26 ms into touched memory; 43 ms
-    with this hint). Where THP is ``never`` or unavailable the call does nothing; any failure is ignored.
+    kernel zero-fills 57k 4-KiB pages (first touch 56-63 ms, 4.6-10 ms with this hint, against a
+    25-31 ms bytes bound; ``benchmarks/bench_mil_pool.py``). Where THP is ``never`` or unavailable the call does nothing; any failure is ignored.
     """
     libc = _libc()
     start, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
@@ -186,6 +186,6 @@ class MilPoolNumba(torch.autograd.Function):
         ds = np.empty(h.shape[0], np.float64)
         g = grad.detach().to(torch.float64).contiguous().numpy()
         gz = (g * z).sum(1)
-        g = g.astype(h.dtype)
+        g = g.astype(h.dtype, copy=False)
         run_items(backward_items, items.shape[0], h, w, den, gz, g, items, ctx.softmax, dh, ds)
         return dh_t, torch.from_numpy(ds).to(ctx.scores_dtype), None, None

@@ -116,7 +116,7 @@ def test_seg_contour_imprecise_quick(tmp_path):
     # and replaces the cells it reruns (the same n_train here), keeping the rest of the record
     _quick("seg_contour_imprecise.py", out, "--merge")
     merged = json.loads((out / "seg_contour_imprecise.json").read_text())
-    assert len(merged["runs"]) == len(res["runs"]) and merged["total_s"] > res["total_s"]
+    assert len(merged["runs"]) == len(res["runs"])  # replaced, not appended
     assert "added by --merge" in merged["machine"] and merged["args"]["n_train"] == [4]
 
 

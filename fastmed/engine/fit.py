@@ -189,7 +189,7 @@ def _check_same_model(old: dict[str, Any], new: dict[str, Any], path: Any) -> No
         if old.get(key) != new.get(key):
             diffs.append(f"{what} {old.get(key)} there, {new.get(key)} now")
     old_enc, new_enc = (c.get("meta", {}).get("encoder") for c in (old, new))  # wsi: features of another encoder
-    if old_enc != new_enc:
+    if old_enc and new_enc and old_enc != new_enc:
         diffs.append(f"features of encoder {_encoder_name(old_enc)} there, {_encoder_name(new_enc)} now")
     if diffs:
         raise FastmedError(f"cannot resume from {path}: " + "; ".join(diffs) + " (use the run's settings and data, or start a new run)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torchvision.models as tvm
 
+from fastmed.nets.generators import JudgeCNN
 from fastmed.nets.registry import register
 
 CLASSIFIERS = [
@@ -59,6 +60,8 @@ def feature_extractor(model: torch.nn.Module) -> tuple[torch.nn.Module, int]:
         dim = _first_linear(model.classifier).in_features
         body = torch.nn.Sequential(model.features, model.avgpool, torch.nn.Flatten(1))
         return body, dim
+    if isinstance(model, JudgeCNN):
+        return model.body, model.fc.in_features
     raise TypeError(f"no feature extractor rule for {type(model).__name__}")
 
 

@@ -7,8 +7,8 @@
   (two stride-2 convolutions), residual blocks, decoder (two upsamplings), and
   a last convolution (seeing the decoder features and the input) that adds a
   change in logit space: ``out = tanh(atanh(x) + delta)``; ``delta``'s
-  convolution has the default random init, so a new generator already changes
-  its sources. Noise enters twice: as input planes and, average-pooled to the
+  convolution has the default random init scaled by ``START_SCALE`` (0.1), so a
+  new generator already changes its sources a little. Noise enters twice: as input planes and, average-pooled to the
   bottleneck, added to every residual block's input through a learned 1x1
   convolution per block, so the noise reaches the deep layers instead of being
   washed out by the encoder's normalisation. ``identity_start=True`` is the

@@ -7,8 +7,8 @@ generated images for a small fixed budget (``TRAIN_EPOCHS``). The section
 shows the generated-set measures of ``generate``'s summary (pixel change,
 noise diversity, feature spread, class agreement of the independent judge
 beside its accuracy on the real test images) and the samples grid (a source,
-then four noise draws). Uses the ``polyp`` stage's recognizer as the frozen
-feature CNN of the distribution losses when that stage ran.
+then four noise draws). The distribution losses use the default frozen
+features (a seeded random CNN).
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def run(ctx: DemoContext) -> DemoSection:
         res = evaluate_class_folder(model, ckpt, data / split, device)
         metrics[f"{split} accuracy"] = res["acc"]
         metrics[f"{split} macro-F1"] = res["macro_f1"]
-    for key in ("train/gen", "train/pred", "train/div", "train/D_first", "val/d_class_agreement"):  # the last (= saved) epoch's
+    for key in ("train/gen", "train/pred", "train/div", "train/D_first", "val/d_class_agreement"):  # the last epoch's (best.pt: 'generator best epoch')
         if key in aug.metrics:
             metrics[f"generator {key}"] = aug.metrics[key]
     return DemoSection(

@@ -33,9 +33,8 @@ from fastmed.engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_model, m
 from fastmed.errors import FastmedError
 from fastmed.kernels import sinkhorn_divergence
 from fastmed.nets.classifiers import feature_extractor
-from fastmed.nets.generators import JudgeCNN
 from fastmed.nets.registry import create_model
-from fastmed.polyp.image_sets import ImageSet, load_class_folders
+from fastmed.polyp.image_sets import ImageSet, imagenet_normalize, load_class_folders
 
 JUDGE_BATCH = 64
 CHUNK = 128  # images per forward pass when measuring
@@ -49,15 +48,13 @@ def train_judge(data: ImageSet, seed: int, steps: int, device: torch.device, bas
         model = create_model("judge_cnn", num_classes=K, base=base).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     rng = torch.Generator().manual_seed(seed)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     for _ in range(steps):
         idx = torch.randint(len(data.labels), (min(JUDGE_BATCH, len(data.labels)),), generator=rng)
         x = data.images[idx].to(device)
         flip = torch.rand(len(idx), 2, generator=rng).to(device) < 0.5
         x = torch.where(flip[:, 0, None, None, None], x.flip(3), x)
         x = torch.where(flip[:, 1, None, None, None], x.flip(2), x)
-        loss = F.cross_entropy(model((x - mean) / std), data.labels[idx].to(device))
+        loss = F.cross_entropy(model(imagenet_normalize(x)), data.labels[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -76,7 +73,7 @@ class Judge:
         norm = ckpt.get("normalization") or {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
         self.mean = torch.tensor(norm["mean"], device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(norm["std"], device=device).view(1, 3, 1, 1)
-        self.body = model.features if isinstance(model, JudgeCNN) else feature_extractor(model)[0]
+        self.body = feature_extractor(model)[0]
 
     @classmethod
     def from_checkpoint(cls, path_or_ckpt: str | os.PathLike | dict[str, Any], device: torch.device, what: str = "--judge") -> "Judge":

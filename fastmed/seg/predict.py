@@ -37,22 +37,26 @@ from fastmed.seg.data import to_tensor_image
 def predict_outputs(model: torch.nn.Module, images: torch.Tensor, threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``images (B, 3, H, W)`` normalized -> ``(masks, objects)``, each ``(B, H, W)`` uint8.
 
-    masks: one output channel: ``sigmoid(logit) > threshold`` (0/1); several: argmax class index.
-    objects: the slot labels of a model with an ``"objects"`` head (``slot_instances``), else None.
+    masks: as ``predict_masks``. objects: the slot labels of a model with an ``"objects"`` head
+    (``slot_instances``), else None.
     """
     output = model(images)
     objects = output.get("objects") if isinstance(output, dict) else None
+    return _masks(output, threshold), None if objects is None else slot_instances(objects, threshold).to(torch.uint8)
+
+
+@torch.no_grad()
+def predict_masks(model: torch.nn.Module, images: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """``(B, H, W)`` uint8 masks: one output channel: ``sigmoid(logit) > threshold`` (0/1); several: argmax class index."""
+    return _masks(model(images), threshold)
+
+
+def _masks(output, threshold: float) -> torch.Tensor:
+    """The uint8 masks of a model's raw output (see ``predict_masks``)."""
     logits = mask_logits(output)
     if logits.shape[1] == 1:
-        masks = (torch.sigmoid(logits[:, 0]) > threshold).to(torch.uint8)
-    else:
-        masks = logits.argmax(1).to(torch.uint8)
-    return masks, None if objects is None else slot_instances(objects, threshold).to(torch.uint8)
-
-
-def predict_masks(model: torch.nn.Module, images: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """``(B, H, W)`` uint8 masks of ``predict_outputs``."""
-    return predict_outputs(model, images, threshold)[0]
+        return (torch.sigmoid(logits[:, 0]) > threshold).to(torch.uint8)
+    return logits.argmax(1).to(torch.uint8)
 
 
 def object_slot_count(ckpt: dict) -> int:

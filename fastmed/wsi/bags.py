@@ -44,7 +44,8 @@ def without_features(bag: SlideBag) -> SlideBag:
 
 @dataclass(frozen=True)
 class BagRef:
-    """A slide's feature file, known without reading its features: ``n`` patches of ``dim`` features."""
+    """A slide's feature file, known without reading its features: ``n`` patches of ``dim`` features;
+    ``annotated``: the file holds patch labels (``label_fraction``)."""
 
     path: Path
     slide_id: str
@@ -52,6 +53,7 @@ class BagRef:
     n: int
     dim: int
     attrs: dict
+    annotated: bool
 
 
 @dataclass
@@ -99,11 +101,12 @@ def index_bags(folder: str | os.PathLike, labels: dict[str, str], positive: str 
             if "features" not in f:
                 raise DataError(f"{path} has no features; run `fastmed wsi features` on the tiles first")
             n, dim = f["features"].shape
+            annotated = "label_fraction" in f
         sid = str(attrs["slide_id"])
         if sid not in labels or n == 0:
             skipped.append(sid)
             continue
-        refs.append(BagRef(path, sid, int(labels[sid] == positive), int(n), int(dim), attrs))
+        refs.append(BagRef(path, sid, int(labels[sid] == positive), int(n), int(dim), attrs, annotated))
     return refs
 
 

@@ -77,21 +77,15 @@ def negatives_only_warning(cfg, train: Sequence[SlideBag | BagRef], kept: list[s
     if cfg.w_patch == 0 and cfg.w_attn == 0:
         return None
     kept_ids = set(kept)
-    for bag in train:
-        if bag.slide_id in kept_ids and _has_patch_labels(bag):
-            return None
+    if any(_has_patch_labels(bag) for bag in train if bag.slide_id in kept_ids):
+        return None
     return ("no positive training slide has patch labels (annotations), so losses 1 and 4 see only negative patches "
             "and pull every map towards 0; without annotations use --w-patch 0 --w-attn 0")
 
 
 def _has_patch_labels(bag: SlideBag | BagRef) -> bool:
-    """Whether a slide has any known patch label (a ``BagRef`` is checked in its file without reading features)."""
-    if isinstance(bag, SlideBag):
-        return bool((bag.patch_labels >= 0).any())
-    import h5py
-
-    with h5py.File(bag.path, "r") as f:
-        return "label_fraction" in f
+    """Whether a slide has any known patch label."""
+    return bag.annotated if isinstance(bag, BagRef) else bool((bag.patch_labels >= 0).any())
 
 
 @torch.no_grad()

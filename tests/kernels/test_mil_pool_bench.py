@@ -15,7 +15,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "FASTMED_PROGRESS": "0"}
 
 @pytest.mark.slow
 def test_bench_mil_pool_quick(tmp_path):
-    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)],
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--device", "cpu", "--out", str(tmp_path)],
                           env=ENV, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     res = json.loads((tmp_path / "mil_pool.json").read_text())
