@@ -41,7 +41,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -171,20 +173,33 @@ def _sync(device: str) -> None:
 
 
 def time_variants(net, model, x, y, g, device: str, repeats: int) -> dict[str, dict[str, float]]:
-    """Median wall and CPU seconds of every variant, interleaved rounds after one warm-up round."""
+    """Median wall and CPU seconds and minor page faults of every variant, interleaved rounds after one warm-up round."""
     loss_fn = LOSSES[net]
     wall = {n: [] for n in VARIANTS}
     cpu = {n: [] for n in VARIANTS}
+    faults = {n: [] for n in VARIANTS}
     for i in range(repeats + 1):
         for n in VARIANTS:
             _sync(device)
-            w0, c0 = time.perf_counter(), time.process_time()
+            w0, c0, f0 = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             RUNNERS[n](model, loss_fn, x, y, g)
             _sync(device)
             if i:
                 wall[n].append(time.perf_counter() - w0)
                 cpu[n].append(time.process_time() - c0)
-    return {n: {"wall_s": statistics.median(wall[n]), "cpu_s": statistics.median(cpu[n])} for n in VARIANTS}
+                faults[n].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    return {n: {"wall_s": statistics.median(wall[n]), "cpu_s": statistics.median(cpu[n]),
+                "page_faults": statistics.median(faults[n])} for n in VARIANTS}
+
+
+def allocator_note() -> str:
+    """How freed memory goes back to the OS here (it decides how many page faults each call pays)."""
+    tuned = {k: os.environ[k] for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_") if k in os.environ}
+    if tuned:
+        return ("Allocator: glibc with " + " ".join(f"{k}={v}" for k, v in tuned.items())
+                + " (freed memory stays in the process: few page faults; compute only).")
+    return ("Allocator: glibc defaults (large temporaries come from fresh mappings, so each call pays page faults; "
+            "how many depends on what ran before, which moves the ratios by up to ~0.2).")
 
 
 def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
@@ -310,6 +325,7 @@ def main() -> None:
                 "net": net, "M": m,
                 "median_wall_s": {n: round(t[n]["wall_s"], 4) for n in VARIANTS},
                 "median_cpu_s": {n: round(v, 4) for n, v in cpu.items()},
+                "median_page_faults": {n: t[n]["page_faults"] for n in VARIANTS},
                 "auto_vs_fwd_bwd": round(cpu["fastmed auto"] / cpu["fwd+bwd"], 3),
                 "torch_vs_fwd_bwd": round(cpu["fastmed torch"] / cpu["fwd+bwd"], 3),
                 "torch_func_vs_fwd_bwd": round(cpu["torch.func"] / cpu["fwd+bwd"], 3),
@@ -330,7 +346,8 @@ def main() -> None:
                  "unet": f"UNet(base_width=8, depth=3), {sum(p.numel() for p in UNet(base_width=8, depth=3).parameters())} parameters, pixel BCE"},
         "input": "(M, 3, 64, 64) float32",
         "device": args.device,
-        "machine": {"platform": platform.platform(), "threads": args.threads, "note": machine, "note_after": machine_note()},
+        "machine": {"platform": platform.platform(), "threads": args.threads, "note": machine, "note_after": machine_note(),
+                    "allocator": allocator_note()},
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "repeats": repeats,
         "gemm_gflop_s": round(gemm / 1e9, 2),
@@ -341,7 +358,8 @@ def main() -> None:
         "# per_sample_grad_dot benchmark",
         "",
         f"Input {result['input']}; device {args.device}, {args.threads} thread(s); median of {repeats} interleaved rounds. "
-        f"{machine}; after: {result['machine']['note_after']}. Measured GEMM throughput {result['gemm_gflop_s']} GFLOP/s.",
+        f"{machine}; after: {result['machine']['note_after']}. Measured GEMM throughput {result['gemm_gflop_s']} GFLOP/s. "
+        f"{result['machine']['allocator']}",
         "",
         f"convnet: {result['nets']['convnet']}. unet: {result['nets']['unet']}.",
         "",
@@ -352,8 +370,8 @@ def main() -> None:
         "",
         "| net | M | auto (s) | torch (s) | torch.func (s) | fwd+bwd (s) | auto / fwd+bwd | torch / fwd+bwd | torch.func / fwd+bwd "
         "| x torch.func | fwd+input bwd / fwd+bwd | method floor / fwd+bwd | auto / its FLOP bound | fwd+bwd / its FLOP bound "
-        "| peak MiB auto / torch.func / fwd+bwd |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| peak MiB auto / torch.func / fwd+bwd | page faults per call auto / fwd+bwd |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c, b, mem = r["median_cpu_s"], r["flop_bound_s"], r["peak_mem_mib"]
@@ -362,7 +380,8 @@ def main() -> None:
             f"| {r['net']} | {r['M']} | {c['fastmed auto']:.3f} | {c['fastmed torch']:.3f} | {c['torch.func']:.3f} | {c['fwd+bwd']:.3f} "
             f"| {r['auto_vs_fwd_bwd']:.2f} | {r['torch_vs_fwd_bwd']:.2f} | {r['torch_func_vs_fwd_bwd']:.2f} | {r['speedup_vs_torch_func']:.2f} "
             f"| {r['input_bwd_vs_fwd_bwd']:.2f} | {r['floor_vs_fwd_bwd']:.2f} "
-            f"| {c['fastmed auto'] / max(b['fastmed auto'], 1e-9):.1f} | {c['fwd+bwd'] / max(b['fwd+bwd'], 1e-9):.1f} | {mem_s} |")
+            f"| {c['fastmed auto'] / max(b['fastmed auto'], 1e-9):.1f} | {c['fwd+bwd'] / max(b['fwd+bwd'], 1e-9):.1f} | {mem_s} "
+            f"| {r['median_page_faults']['fastmed auto']:.0f} / {r['median_page_faults']['fwd+bwd']:.0f} |")
     if layers:
         cols = [*WAYS, "batch weight grad (fwd+bwd's)"]
         lines += ["", f"Per-layer contraction ways (3x3 conv, C in = C out, M = {layers[0]['M']}, median CPU s):", "",

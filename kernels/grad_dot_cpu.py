@@ -12,8 +12,10 @@ per layer), computed the way that is cheapest for the layer's shape:
   ``"unfold"`` (Conv2d with few patch entries per output channel, e.g. a first
   layer on RGB): the patch matrix times the output gradient, one batched GEMM;
   ``"forward"``: ``f(a; G_W)`` as the reference, dotted with ``delta`` through a
-  batched matrix product (no ``delta * f`` temporary). None forms the
-  ``delta * f`` product, and which is fastest depends on channels, resolution,
+  batched matrix product (no ``delta * f`` temporary); ``"forward, channels-last"``
+  (2-d layers): the same ``f`` from channels-last copies of ``a`` and ``G_W``
+  (oneDNN's channels-last kernels are up to 6x faster at 3 input channels, e.g. a
+  first layer on RGB), dotted with ``delta`` in one fused multiply-sum. Which is fastest depends on channels, resolution,
   kernel, stride and transposition (``--layers`` of the benchmark), so on the CPU
   the first call for a layer configuration and shapes times them and keeps the
   fastest (``measured_weight_dot``); off the CPU ``static_way`` uses per-sample
@@ -74,7 +76,7 @@ def per_sample_conv_weight_grad(module: nn.Module, a: torch.Tensor, delta: torch
     return grad_w.reshape(m, *g_weight.shape)
 
 
-WAYS = ("per-sample", "per-sample loop", "unfold", "forward")  # the exact weight contractions of a convolution
+WAYS = ("per-sample", "per-sample loop", "unfold", "forward", "forward, channels-last")  # exact contractions of a convolution
 UNFOLD_MAX_GROWTH = 4  # "unfold" only where its patch matrix is at most this many times the output gradient
 MEASURE_ROUNDS = 3
 _MEASURED: dict[tuple, str] = {}  # layer configuration and shapes -> the faster way, timed on first use
@@ -88,11 +90,13 @@ def static_way(module: nn.Module) -> str:
 
 
 def ways_for(module: nn.Module) -> tuple[str, ...]:
-    """The ways that apply to this layer: ``"unfold"`` needs a Conv2d whose patches are few per output channel."""
+    """The ways that apply to this layer: ``"unfold"`` needs a Conv2d whose patches are few per output channel,
+    ``"forward, channels-last"`` a 2-d layer (conv or transposed)."""
     w = module.weight
     patches_per_output = w.shape[1] * w[0, 0].numel() / (w.shape[0] // module.groups)  # (C_in/g * K) / (C_out/g)
-    small = isinstance(module, nn.Conv2d) and patches_per_output <= UNFOLD_MAX_GROWTH
-    return tuple(way for way in WAYS if way != "unfold" or small)
+    applies = {"unfold": isinstance(module, nn.Conv2d) and patches_per_output <= UNFOLD_MAX_GROWTH,
+               "forward, channels-last": len(module.kernel_size) == 2}
+    return tuple(way for way in WAYS if applies.get(way, True))
 
 
 def unfold_weight_grads(module: nn.Module, a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -114,6 +118,10 @@ def weight_dot(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g_weight
         flat = g_weight.reshape(-1)
         return torch.stack([conv_weight_grad(module, a[i:i + 1], delta[i:i + 1], g_weight, module.groups).reshape(-1) @ flat
                             for i in range(m)])
+    if way == "forward, channels-last":  # (M, C, H, W) tensors; f comes back channels-last, the sum reads both layouts
+        last = torch.channels_last
+        f = directional_output(module, a.contiguous(memory_format=last), delta, g_weight.contiguous(memory_format=last))
+        return (delta * f).sum((1, 2, 3))
     f = directional_output(module, a, delta, g_weight)
     return torch.bmm(delta.reshape(m, 1, -1), f.reshape(m, -1, 1)).reshape(m)
 

@@ -15,6 +15,7 @@ PyTorch reference below that.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from fastmed.kernels._dispatch import check_same_device, check_tensor, resolve_backend
@@ -37,17 +38,21 @@ def bag_offsets(lengths: torch.Tensor | list[int]) -> torch.Tensor:
 
 
 def check_offsets(offsets: torch.Tensor, n_rows: int) -> None:
-    """Raise ``ValueError`` unless ``offsets`` describes non-empty bags covering ``n_rows`` rows."""
+    """Raise ``ValueError`` unless ``offsets`` describes non-empty bags covering ``n_rows`` rows.
+
+    Checked on a host copy with NumPy (a few microseconds; the same checks as torch ops on small
+    tensors cost ~0.1 ms a call, a tenth of a small pooling call)."""
     check_tensor("offsets", offsets, ndim=1, dtypes=(torch.int64, torch.int32))
     if offsets.numel() < 2:
         raise ValueError(f"offsets must have B+1 >= 2 entries, got shape {tuple(offsets.shape)}")
-    first, last = int(offsets[0]), int(offsets[-1])
+    off = offsets.detach().cpu().numpy()
+    first, last = int(off[0]), int(off[-1])
     if first != 0 or last != n_rows:
         raise ValueError(f"offsets must start at 0 and end at N={n_rows} (rows of h), got {first} ... {last}")
-    lengths = offsets[1:] - offsets[:-1]
-    if bool((lengths <= 0).any()):
-        bad = int(torch.nonzero(lengths <= 0)[0, 0])
-        raise ValueError(f"every bag must hold >= 1 row; bag {bad} has length {int(lengths[bad])}")
+    empty = np.flatnonzero(off[1:] <= off[:-1])
+    if empty.size:
+        bad = int(empty[0])
+        raise ValueError(f"every bag must hold >= 1 row; bag {bad} has length {int(off[bad + 1] - off[bad])}")
 
 
 def mil_attention_pool(

@@ -33,6 +33,8 @@ from numba import njit
 
 # Rows per work item: enough to amortise scheduling, small enough to balance 16 ragged bags on 2+ threads.
 ROWS_PER_ITEM = 512
+# Threads only from this many elements of h on; below, one thread was faster (PLACEHOLDER)
+PARALLEL_MIN_ELEMENTS = 1 << 22
 HUGE_PAGE = 1 << 21  # bytes of an x86-64 / arm64 transparent huge page
 MADV_HUGEPAGE = 14  # Linux madvise advice
 # Let LLVM reorder the sums (SIMD lanes) and fuse multiply-adds; no finite-math assumptions.
@@ -117,9 +119,10 @@ def backward_items(h, w, den, gz, g, items, softmax, dh, ds, first, last):
             ds[i] = dw * w[i] if softmax else dw * w[i] * (1.0 - w[i])
 
 
-def run_items(kernel, n_items: int, *args) -> None:
-    """Call ``kernel(*args, first, last)`` on ``torch.get_num_threads()`` threads, each a contiguous share of items."""
-    n_parts = max(1, min(torch.get_num_threads(), n_items))
+def run_items(kernel, n_items: int, *args, parallel: bool = True) -> None:
+    """Call ``kernel(*args, first, last)`` on ``torch.get_num_threads()`` threads (one if not ``parallel``),
+    each a contiguous share of items."""
+    n_parts = max(1, min(torch.get_num_threads() if parallel else 1, n_items))
     bounds = np.linspace(0, n_items, n_parts + 1).astype(np.int64)
     if n_parts == 1:
         kernel(*args, 0, n_items)
@@ -170,7 +173,7 @@ class MilPoolNumba(torch.autograd.Function):
         items = work_items(off)
         w, den = attention_weights(scores.detach().to(torch.float64).contiguous().numpy(), off, softmax)
         partial = np.empty((items.shape[0], h.shape[1]), np.float64)
-        run_items(forward_items, items.shape[0], h.numpy(), w, items, partial)
+        run_items(forward_items, items.shape[0], h.numpy(), w, items, partial, parallel=h.numel() >= PARALLEL_MIN_ELEMENTS)
         z = bag_means(partial, items, den)
         ctx.softmax, ctx.scores_dtype = softmax, scores.dtype
         ctx.save_for_backward(h, *(torch.from_numpy(a) for a in (w, den, z, items)))
@@ -187,5 +190,6 @@ class MilPoolNumba(torch.autograd.Function):
         g = grad.detach().to(torch.float64).contiguous().numpy()
         gz = (g * z).sum(1)
         g = g.astype(h.dtype, copy=False)
-        run_items(backward_items, items.shape[0], h, w, den, gz, g, items, ctx.softmax, dh, ds)
+        run_items(backward_items, items.shape[0], h, w, den, gz, g, items, ctx.softmax, dh, ds,
+                  parallel=h.size >= PARALLEL_MIN_ELEMENTS)
         return dh_t, torch.from_numpy(ds).to(ctx.scores_dtype), None, None

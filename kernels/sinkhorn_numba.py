@@ -359,10 +359,7 @@ def backward_problems(x, y, cxy, cxx, cyy, la, lb, pot_x, pot_y, wx, wy, inv_eps
 
 def _run(kernel, B: int, work: int, *args) -> None:
     """``kernel(*args, 0, B)`` on this thread for small work, else split over problems (``run_items``)."""
-    if work < PARALLEL_MIN_WORK:
-        kernel(*args, 0, B)
-    else:
-        run_items(kernel, B, *args)
+    run_items(kernel, B, *args, parallel=work >= PARALLEL_MIN_WORK)
 
 
 class SinkhornNumba(torch.autograd.Function):

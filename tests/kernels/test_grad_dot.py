@@ -209,15 +209,16 @@ class WideZoo(nn.Module):
         return self.t1d(torch.tanh(self.c1d(h.flatten(2))))
 
 
-@pytest.mark.parametrize("way", ["per-sample", "per-sample loop", "unfold", "forward", "measured"])
+@pytest.mark.parametrize("way", ["per-sample", "per-sample loop", "unfold", "forward", "forward, channels-last", "measured"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_cpu_rules_each_way(dtype, way, monkeypatch):
     """Conv, transposed, grouped, 1/2/3-d layers, each contraction way: cpu rules == torch.func == reference."""
     from fastmed.kernels import grad_dot_cpu
 
-    if way != "measured":  # "unfold" where it applies (Conv2d), "forward" elsewhere
+    if way != "measured":  # each way where it can run ("unfold": Conv2d, channels-last: 2-d layers), "forward" elsewhere
+        runs = {"unfold": lambda m: isinstance(m, nn.Conv2d), "forward, channels-last": lambda m: len(m.kernel_size) == 2}
         monkeypatch.setattr(grad_dot_cpu, "measured_weight_dot", lambda module, *args: grad_dot_cpu.weight_dot(
-            module, *args, way if way != "unfold" or isinstance(module, nn.Conv2d) else "forward"))
+            module, *args, way if runs.get(way, lambda m: True)(module) else "forward"))
     model, x, y, g = _problem(WideZoo(), dtype, m=3, shape=(3, 8, 10))
     got = per_sample_grad_dot(model, mse_per_sample, x, y, g, backend="cpu")
     atol, rtol = TOL[dtype]
@@ -302,6 +303,7 @@ def test_measured_way_is_timed_once_and_kept(monkeypatch):
     first = grad_dot_cpu.measured_weight_dot(conv, a, delta, gw)
     assert grad_dot_cpu.ways_for(conv) == grad_dot_cpu.WAYS  # 18 patch entries per 5 outputs: unfold applies
     assert grad_dot_cpu.ways_for(nn.Conv2d(8, 2, 3)) == tuple(w for w in grad_dot_cpu.WAYS if w != "unfold")
+    assert "forward, channels-last" not in grad_dot_cpu.ways_for(nn.Conv1d(2, 5, 3)) + grad_dot_cpu.ways_for(nn.Conv3d(2, 5, 3))
     assert sorted(calls) == sorted(grad_dot_cpu.WAYS * grad_dot_cpu.MEASURE_ROUNDS)
     kept = list(grad_dot_cpu._MEASURED.values())
     assert len(kept) == 1 and kept[0] in grad_dot_cpu.WAYS

@@ -106,7 +106,10 @@ def test_numba_public_op_fp32_non_contiguous():
 
 
 
-def test_numba_two_threads_match_one():
+def test_numba_two_threads_match_one(monkeypatch):
+    from fastmed.kernels import mil_pool_numba
+
+    monkeypatch.setattr(mil_pool_numba, "PARALLEL_MIN_ELEMENTS", 0)  # threads at this small size too
     h, s, offsets, up = _inputs([700, 1, 900, 3], 9, torch.float32)
     before = torch.get_num_threads()
     try:
@@ -166,3 +169,23 @@ def test_numba_fp32_at_full_width_matches_float64_oracle():
     for got, want in zip(_values_and_grads(_numba, h, s, offsets, up, "sigmoid"),
                          _values_and_grads(_oracle64, h64, s64, offsets, up.double(), "sigmoid")):
         _assert_close_rel(got.double(), want, 1e-5)
+
+
+def test_small_inputs_stay_on_the_calling_thread(monkeypatch):
+    """Below PARALLEL_MIN_ELEMENTS the kernels run on the calling thread (the hand-off cost more than it saved)."""
+    from fastmed.kernels import mil_pool_numba
+
+    def no_pool(n_threads):
+        raise AssertionError("thread pool used")
+
+    monkeypatch.setattr(mil_pool_numba, "thread_pool", no_pool)
+    h, s, offsets, up = _inputs([700, 1, 900, 3], 9, torch.float32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _values_and_grads(_numba, h, s, offsets, up, "sigmoid")  # 14k elements: one thread, no pool
+        monkeypatch.setattr(mil_pool_numba, "PARALLEL_MIN_ELEMENTS", h.numel())
+        with pytest.raises(AssertionError, match="thread pool used"):
+            _values_and_grads(_numba, h, s, offsets, up, "sigmoid")
+    finally:
+        torch.set_num_threads(before)
