@@ -3,7 +3,7 @@
 Same maths as ``grad_dot_reference`` (``<delta_m, f(a_m; G_W)> + <sum delta_m, G_b>``
 per layer), computed the way that is cheapest for the layer's shape:
 
-* convolutions (any dimension, transposed or not), by one of four exact ways
+* convolutions (any dimension, transposed or not), by one of five exact ways
   (``WAYS``): ``"per-sample"``: the per-sample weight gradients ``(M, *W.shape)``,
   all in ONE weight-gradient call of a convolution with ``M * groups`` groups
   (the batch folded into the channels), then a dot with ``G_W``; ``"per-sample
@@ -11,12 +11,13 @@ per layer), computed the way that is cheapest for the layer's shape:
   weight gradient is its fastest convolution kernel at many shapes);
   ``"unfold"`` (Conv2d with few patch entries per output channel, e.g. a first
   layer on RGB): the patch matrix times the output gradient, one batched GEMM;
-  ``"forward"``: ``f(a; G_W)`` as the reference, dotted with ``delta`` through a
-  batched matrix product (no ``delta * f`` temporary); ``"forward, channels-last"``
+  ``"forward"``: ``f(a; G_W)`` as the reference, dotted with ``delta`` by
+  ``vecdot`` (6x faster than the same dot as a batched ``(1, K) @ (K, 1)`` matrix
+  product here: 0.05 against 0.30 ms at M=8, K=32768); ``"forward, channels-last"``
   (2-d layers): the same ``f`` from channels-last copies of ``a`` and ``G_W``
   (oneDNN's channels-last kernels are up to 6x faster at 3 input channels, e.g. a
-  first layer on RGB), dotted with ``delta`` in one fused multiply-sum. Which is fastest depends on channels, resolution,
-  kernel, stride and transposition (``--layers`` of the benchmark), so on the CPU
+  first layer on RGB), dotted with ``delta`` in one fused multiply-sum. Which is
+  fastest depends on channels, resolution, kernel, stride and transposition (``--layers`` of the benchmark), so on the CPU
   the first call for a layer configuration and shapes times them and keeps the
   fastest (``measured_weight_dot``); off the CPU ``static_way`` uses per-sample
   gradients up to ``PER_SAMPLE_GRAD_MAX_CHANNELS`` (C_in/groups * C_out/groups);
@@ -27,7 +28,7 @@ per layer), computed the way that is cheapest for the layer's shape:
 * bias terms: a sum over positions without moving the channel axis.
 
 Linear, LayerNorm, eval-mode BatchNorm and non-``"zeros"`` padding modes use the
-reference rules. ``benchmarks/bench_grad_dot.py --layers`` times the two ways on
+reference rules. ``benchmarks/bench_grad_dot.py --layers`` times the ways on
 3x3 layers of one FLOP count.
 """
 from __future__ import annotations
@@ -123,7 +124,7 @@ def weight_dot(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g_weight
         f = directional_output(module, a.contiguous(memory_format=last), delta, g_weight.contiguous(memory_format=last))
         return (delta * f).sum((1, 2, 3))
     f = directional_output(module, a, delta, g_weight)
-    return torch.bmm(delta.reshape(m, 1, -1), f.reshape(m, -1, 1)).reshape(m)
+    return torch.linalg.vecdot(delta.reshape(m, -1), f.reshape(m, -1))
 
 
 def measured_weight_dot(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g_weight: torch.Tensor) -> torch.Tensor:

@@ -112,7 +112,7 @@ def norm_affine_dot(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g: 
         return out
     m, c = delta.shape[:2]
     if "weight" in g:
-        per_sample_w = torch.einsum("mcp,mcp->mc", delta.reshape(m, c, -1), xhat.reshape(m, c, -1))
+        per_sample_w = torch.linalg.vecdot(delta.reshape(m, c, -1), xhat.reshape(m, c, -1))  # (M, C)
         out = out + per_sample_w @ g["weight"].to(delta.dtype)
     if "bias" in g:
         out = out + _bias_dot(delta, g["bias"], 1)
