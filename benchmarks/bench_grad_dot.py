@@ -17,6 +17,9 @@ computes the same ``(M,)`` vector ``d_m = <grad l_m, G>``:
                       the sum over samples, so not the answer: a timing floor for any exact
                       contraction built from one library call per layer). Other layers keep
                       auto's rules.
+* ``no contractions`` – the same forward, hooks and shortened backward with every layer's
+                      contraction left out (zeros): what the method costs before any
+                      contraction, so ``auto`` minus it is what its contractions cost.
 
 Two networks: ``convnet``, the issue's 6-convolution net (strided, dilated, grouped and
 transposed convolutions, GroupNorm, a linear head; 64x64 RGB, 10 classes), and the
@@ -62,7 +65,7 @@ from fastmed.nets.unet import UNet
 from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
 from quick import add_quick_options, results_folder
 
-VARIANTS = ("fastmed auto", "fastmed torch", "torch.func", "fwd+bwd", "fwd+input bwd", "method floor")
+VARIANTS = ("fastmed auto", "fastmed torch", "torch.func", "fwd+bwd", "fwd+input bwd", "method floor", "no contractions")
 MEMORY_VARIANTS = ("fastmed auto", "torch.func", "fwd+bwd")
 FLOP_VARIANTS = ("fastmed auto", "fastmed torch", "torch.func", "fwd+bwd")
 
@@ -147,6 +150,11 @@ def batch_weight_grad_dot(module, a, delta, g, node=None):
     return layer_dot_cpu(module, a, delta, g, node)
 
 
+def no_contraction(module, a, delta, g, node=None):
+    """Timing stand-in: no contraction at all (every layer contributes zeros)."""
+    return delta.new_zeros(delta.shape[0])
+
+
 RUNNERS = {
     "fastmed auto": lambda model, loss_fn, x, y, g: per_sample_grad_dot(model, loss_fn, x, y, g),
     "fastmed torch": lambda model, loss_fn, x, y, g: per_sample_grad_dot(model, loss_fn, x, y, g, backend="torch"),
@@ -154,6 +162,7 @@ RUNNERS = {
     "fwd+bwd": run_fwd_bwd,
     "fwd+input bwd": run_fwd_input_bwd,
     "method floor": lambda model, loss_fn, x, y, g: per_sample_grad_dot_reference(model, loss_fn, x, y, g, layer_dot=batch_weight_grad_dot),
+    "no contractions": lambda model, loss_fn, x, y, g: per_sample_grad_dot_reference(model, loss_fn, x, y, g, layer_dot=no_contraction),
 }
 
 
@@ -331,6 +340,7 @@ def main() -> None:
                 "torch_func_vs_fwd_bwd": round(cpu["torch.func"] / cpu["fwd+bwd"], 3),
                 "input_bwd_vs_fwd_bwd": round(cpu["fwd+input bwd"] / cpu["fwd+bwd"], 3),
                 "floor_vs_fwd_bwd": round(cpu["method floor"] / cpu["fwd+bwd"], 3),
+                "no_contractions_vs_fwd_bwd": round(cpu["no contractions"] / cpu["fwd+bwd"], 3),
                 "speedup_vs_torch_func": round(cpu["torch.func"] / cpu["fastmed auto"], 3),
                 "gflop": {n: round(v / 1e9, 3) for n, v in fl.items()},
                 "flop_bound_s": {n: round(v / gemm, 4) for n, v in fl.items()},
@@ -366,12 +376,13 @@ def main() -> None:
         "Ratios use the median CPU time of this process (wall times, noisier on a shared machine, in the JSON). "
         "FLOP bound = executed FLOPs / measured GEMM throughput. Method floor = auto's forward, hooks and shortened "
         "backward with each convolution's contraction replaced by one batch weight-gradient call (a timing floor "
-        "for contractions of one library call per layer; not the answer).",
+        "for contractions of one library call per layer; not the answer). No contractions = the same machinery with "
+        "every contraction left out (auto minus it = what the contractions cost).",
         "",
         "| net | M | auto (s) | torch (s) | torch.func (s) | fwd+bwd (s) | auto / fwd+bwd | torch / fwd+bwd | torch.func / fwd+bwd "
-        "| x torch.func | fwd+input bwd / fwd+bwd | method floor / fwd+bwd | auto / its FLOP bound | fwd+bwd / its FLOP bound "
-        "| peak MiB auto / torch.func / fwd+bwd | page faults per call auto / fwd+bwd |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| x torch.func | fwd+input bwd / fwd+bwd | no contractions / fwd+bwd | method floor / fwd+bwd | auto / its FLOP bound "
+        "| fwd+bwd / its FLOP bound | peak MiB auto / torch.func / fwd+bwd | page faults per call auto / fwd+bwd |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c, b, mem = r["median_cpu_s"], r["flop_bound_s"], r["peak_mem_mib"]
@@ -379,7 +390,7 @@ def main() -> None:
         lines.append(
             f"| {r['net']} | {r['M']} | {c['fastmed auto']:.3f} | {c['fastmed torch']:.3f} | {c['torch.func']:.3f} | {c['fwd+bwd']:.3f} "
             f"| {r['auto_vs_fwd_bwd']:.2f} | {r['torch_vs_fwd_bwd']:.2f} | {r['torch_func_vs_fwd_bwd']:.2f} | {r['speedup_vs_torch_func']:.2f} "
-            f"| {r['input_bwd_vs_fwd_bwd']:.2f} | {r['floor_vs_fwd_bwd']:.2f} "
+            f"| {r['input_bwd_vs_fwd_bwd']:.2f} | {r['no_contractions_vs_fwd_bwd']:.2f} | {r['floor_vs_fwd_bwd']:.2f} "
             f"| {c['fastmed auto'] / max(b['fastmed auto'], 1e-9):.1f} | {c['fwd+bwd'] / max(b['fwd+bwd'], 1e-9):.1f} | {mem_s} "
             f"| {r['median_page_faults']['fastmed auto']:.0f} / {r['median_page_faults']['fwd+bwd']:.0f} |")
     if layers:
