@@ -63,11 +63,12 @@ class PolypAugmentConfig(FitOptions):
     w_dist2: float = opt(1.0, "weight of the second distribution loss (-sum over class pairs); 0 = off")
     w_div: float | None = opt(None, "weight of the noise-diversity hinge max(0, --div-target - |G(x,c,z1) - G(x,c,z2)|) (default 1; 0 = off, the --identity-start default)")
     div_target: float = opt(0.05, "noise diversity (mean abs pixel difference on [0, 1]) below which the hinge pushes")
-    identity_start: bool = opt(False, "the baseline generator: zero-initialised output convolution (G starts as the identity), noise as an input plane only, W(Y,Y') not detached, and the baseline defaults of --lr --lr-d --w-gen --w-pred --w-div --d-fake-class-weight --class-warmup --w-dist1 --margin")
+    identity_start: bool = opt(False, "the baseline generator: zero-initialised output convolution (G starts as the identity), noise as an input plane only, W(Y,Y') not detached, and the baseline defaults of --lr --lr-d --w-gen --w-pred --w-div --d-fake-class-weight --class-warmup --w-dist1 --margin --d-augment")
     judge: str | None = opt(None, "independent judge of the generated images' class: a classifier checkpoint trained on real images; default: a small CNN trained here on the real training images")
     judge_steps: int = opt(300, "training steps of the default judge (when --judge is not given)")
     class_warmup: int | None = opt(None, "updates of the discriminator's class head on real images (class cross-entropy only) before the first generator update, so the prediction loss carries class information from the start (default 200; 0 with --identity-start)")
     d_fake_class_weight: float | None = opt(None, "weight of the discriminator class head's negative prediction loss on generated images (default 0; 0.5 with --identity-start)")
+    d_augment: str | None = opt(None, "differentiable augmentations (DiffAugment) of the real and generated images the discriminator's adversarial head sees, comma-separated from color, translation, cutout, or off (default color,cutout; off with --identity-start)")
     margin: float | None = opt(None, "hinge on the distribution distances: -min(D, margin) (guard on the unbounded -D; default 0.2, 0.1 with --identity-start)")
     blur: float = opt(0.05, "Sinkhorn blur on the L2-normalised features")
     features: str | None = opt(None, "frozen feature CNN: a fastmed classifier checkpoint (e.g. the recognizer); default: a seeded random --feature-arch")
@@ -82,6 +83,12 @@ class PolypAugmentConfig(FitOptions):
         at_least(self, 2, "per_class")
         at_least(self, 1, "steps_per_epoch", "base", "d_steps", "judge_steps")
         at_least(self, 0, "w_adv", "w_gen", "w_pred", "w_dist1", "w_dist2", "w_div", "div_target", "d_fake_class_weight", "class_warmup")
+        if self.d_augment is not None:
+            from fastmed.polyp.gen_diff_augment import parse_policy
+            try:
+                parse_policy(self.d_augment)
+            except ValueError as e:
+                raise ConfigError(f"option --d-augment: {e}") from None
         if not ((self.margin is None or self.margin > 0) and self.blur > 0):
             raise ConfigError(f"options --margin and --blur must be > 0, got {self.margin}, {self.blur}")
 

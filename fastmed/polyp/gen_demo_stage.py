@@ -1,7 +1,7 @@
 """Demo stage ``polyp-gen``: augment → generate → train the recognizer with the generated images.
 
 A short generator run (``GEN_EPOCHS x GEN_STEPS`` updates of the default design, best.pt the epoch with
-the most usable change), one
+the highest usable score), one
 generated image per training image, then the recognizer trained on original +
 generated images for a small fixed budget (``TRAIN_EPOCHS``). The section
 shows the generated-set measures of ``generate``'s summary (pixel change,

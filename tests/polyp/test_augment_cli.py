@@ -75,6 +75,7 @@ def test_identity_start_reproduces_the_baseline_generator(generator_run, synth_r
     assert (losses["w_dist1"], losses["margin"], losses["w_pred"], losses["w_gen"]) == (1.0, 0.1, 1.0, 10.0)
     default = load_checkpoint(generator_run / "weights" / "best.pt")["meta"]["losses"]
     assert (default["w_dist1"], default["margin"], default["w_pred"], default["w_gen"]) == (3.0, 0.2, 5.0, 5.0)
+    assert (losses["d_augment"], default["d_augment"]) == ("off", "color,cutout")
     base = json.loads((tmp_path / "r" / "metrics.jsonl").read_text())["val/pixel_change"]
     new = json.loads((generator_run / "metrics.jsonl").read_text())["val/pixel_change"]
     assert base < 0.005 < new
@@ -160,3 +161,21 @@ def test_class_warmup_teaches_the_class_head_before_the_game(synth_root, tmp_pat
         with torch.no_grad():
             ce[n] = float(L.prediction_loss(task.D(x01 * 2 - 1)[1], y))
     assert ce[0] > 0.95 * math.log(3) and ce[200] < 0.9 * math.log(3), ce  # seeds 0-2: 1.10-1.11 and 0.84-0.89
+
+
+def test_d_augment_feeds_the_adversarial_head_augmented_images(synth_root, tmp_path, monkeypatch, capsys):
+    """--d-augment: per generator update the adversarial head sees three augmented batches (real and generated for
+    D's update, generated for G's), each with the named policy; off (the --identity-start value) augments nothing."""
+    import fastmed.polyp.augment as A
+
+    calls = []
+    real = A.diff_augment
+    monkeypatch.setattr(A, "diff_augment", lambda x, policy, gen: calls.append(policy) or real(x, policy, gen))
+    for policy, expected in (("translation,cutout", [["translation", "cutout"]] * 6), ("off", [])):
+        calls.clear()
+        assert main(["polyp", "augment", "--data", str(synth_root / "polyp"), "--epochs", "1", "--out", str(tmp_path / policy),
+                     "--d-augment", policy, *ARGS]) == 0
+        assert calls == expected  # 2 updates x 3 batches
+        assert load_checkpoint(tmp_path / policy / "weights" / "best.pt")["meta"]["losses"]["d_augment"] == policy
+    assert main(["polyp", "augment", "--data", str(synth_root / "polyp"), "--d-augment", "color,blur", "--out", str(tmp_path / "bad")]) == 2
+    assert "--d-augment: unknown augmentation(s) ['blur']" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -66,10 +66,14 @@ def test_judge_refuses_a_checkpoint_that_is_not_a_classifier():
         Judge.from_checkpoint(ckpt, torch.device("cpu"))
 
 
-def test_usable_change_needs_a_faithful_uncollapsed_set():
-    from fastmed.polyp.augment import usable_change
+def test_usable_score_needs_a_faithful_uncollapsed_set_and_weighs_both_targets():
+    from fastmed.polyp.augment import usable_score
 
     good = {"pixel_change": 0.04, "noise_diversity": 0.02, "judge_agreement_ratio": 0.9, "spread_generated": 0.3, "spread_real": 0.2}
-    assert usable_change(good) == 0.02
-    assert usable_change({**good, "judge_agreement_ratio": 0.8}) == 0.0  # class lost
-    assert usable_change({**good, "spread_generated": 0.1}) == 0.0  # collapsed
+    assert usable_score(good) == pytest.approx(4 / 3)  # min(0.04 / 0.03, 0.02 / 0.01)
+    assert usable_score({**good, "judge_agreement_ratio": 0.8}) == 0.0  # class lost
+    assert usable_score({**good, "spread_generated": 0.1}) == 0.0  # collapsed
+    # data seed 9, --seed 1: epoch 1 (change 0.037, diversity 0.014) beats epoch 5 (0.023, 0.015), which a plain
+    # min(change, diversity) preferred (0.015 > 0.014) although its change is below the 0.03 target
+    assert usable_score({**good, "pixel_change": 0.037, "noise_diversity": 0.014}) > usable_score(
+        {**good, "pixel_change": 0.023, "noise_diversity": 0.015})
