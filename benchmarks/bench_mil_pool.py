@@ -15,14 +15,16 @@ At three sizes (the main one: 16 bags, N=57104, D=1024). Time: median of
 repeated forward+backward passes. Memory-bound estimate: the bytes a fused
 pass must move (read ``h`` in the forward; read ``h`` and write ``grad_h`` in
 the backward: ``3 N D`` elements) divided by the copy bandwidth measured here
-(``torch`` copy between two filled ``(N, D)`` tensors). A fresh ``grad_h``
-also costs first-touch page faults (the OS zero-fills every new page), which
-no kernel that returns a new gradient avoids (torch's CPU allocator caches
-nothing, and autograd keeps the returned tensor as ``h.grad``): measured here
-as an allocate-and-fill of ``(N, D)`` minus a fill of an existing buffer, with
-4 KiB pages (plain ``torch.empty``) and with huge pages asked for first (what
-the Numba backward does, ``mil_pool_numba.ask_for_huge_pages``). The estimate
-excludes it; "estimate + first touch" adds the huge-page one. Peak memory (main size):
+(``torch`` copy between two filled ``(N, D)`` tensors). A ``grad_h`` in fresh
+memory also costs first-touch page faults (the OS zero-fills every new page;
+torch's CPU allocator caches nothing): measured here as an allocate-and-fill
+of ``(N, D)`` minus a fill of an existing buffer, with 4 KiB pages (plain
+``torch.empty``) and with huge pages asked for first
+(``mil_pool_numba.ask_for_huge_pages``). The estimate excludes it; "estimate +
+first touch" adds the huge-page one. The Numba backward hands out its last
+gradient buffer again once nothing holds it (``mil_pool_numba.gradient_buffer``):
+in this loop, which drops ``h.grad`` every round, it pays the first touch on
+its first call only. Peak memory (main size):
 on CUDA ``torch.cuda.max_memory_allocated`` above the inputs; on the CPU the
 growth of the peak RSS (VmHWM, reset first) during one forward+backward in a
 fresh subprocess (Linux).
@@ -255,8 +257,9 @@ def main() -> None:
         "",
         "Memory-bound estimate = 3·N·D·4 bytes (read h forward; read h, write grad_h backward) ÷ measured copy "
         "bandwidth. First touch = page-fault cost of a fresh (N, D) grad_h (4 KiB pages / huge pages asked for, as the "
-        "Numba backward does), not in the estimate; the last column adds the huge-page one: the bound of any kernel "
-        "that returns a new grad_h.",
+        "Numba backward does for a new buffer), not in the estimate; the last column adds the huge-page one: the "
+        "bound of a kernel whose grad_h lands in fresh memory. The Numba backward reuses its last buffer once nothing "
+        "holds it (this loop drops h.grad each round), so it pays no first touch here after its first call.",
     ]
     for r in results:
         md += [

@@ -17,8 +17,12 @@ GIL-free kernel on a contiguous share of the items (``run_items``). Numba's
 own ``parallel=True`` (OpenMP layer) ran 2-8x slower than one thread whenever
 other jobs held the cores of the 2-core test machine; plain threads do not
 spin-wait.  The forward writes one partial sum per item and adds them per bag
-afterwards (``bag_means``), so long bags use every thread.  Sums are accumulated in float64; ``h`` and ``dh`` stay in the input
-dtype (float32 or float64).
+afterwards (``bag_means``), so long bags use every thread; below
+``PARALLEL_MIN_ELEMENTS`` elements of ``h`` everything runs on the calling
+thread (the hand-off cost more than it saved). Sums are accumulated in
+float64; ``h`` and ``dh`` stay in the input dtype (float32 or float64). ``dh``
+lands in the last gradient buffer handed out when nothing holds it any more
+(``gradient_buffer``): no fresh pages to fault in at every training step.
 """
 from __future__ import annotations
 
@@ -33,8 +37,10 @@ from numba import njit
 
 # Rows per work item: enough to amortise scheduling, small enough to balance 16 ragged bags on 2+ threads.
 ROWS_PER_ITEM = 512
-# Threads only from this many elements of h on; below, one thread was faster (PLACEHOLDER)
-PARALLEL_MIN_ELEMENTS = 1 << 22
+# Threads only from this many elements of h (N*D) on. fwd+bwd, 2 threads / 1 thread on the quiet 2-core machine
+# (median of 24): 2^21: 1.14-1.28 (64x16k x128: 2.26 vs 1.77 ms), 2^22: 1.01-1.18, 2^23: 1.05 (D 128) and 0.74
+# (D 512), 2^24: 0.86, 2^25: 0.77 (16 bags x 32k x 1024: 24.4 vs 31.7 ms); the threshold sits between 2^22 and 2^23.
+PARALLEL_MIN_ELEMENTS = 6 << 20
 HUGE_PAGE = 1 << 21  # bytes of an x86-64 / arm64 transparent huge page
 MADV_HUGEPAGE = 14  # Linux madvise advice
 # Let LLVM reorder the sums (SIMD lanes) and fuse multiply-adds; no finite-math assumptions.
@@ -148,7 +154,7 @@ def ask_for_huge_pages(t: torch.Tensor) -> None:
     be backed by transparent huge pages, before anything writes it.
 
     A fresh ``(N, D)`` gradient is first-touch page faults as much as writes: at N=57k, D=1024 (234 MB) the
-    kernel zero-fills 57k 4-KiB pages (first touch 56-63 ms, 4.6-10 ms with this hint, against a
+    OS zero-fills 57k 4-KiB pages (first touch 56-63 ms, 4.6-10 ms with this hint, against a
     25-31 ms bytes bound; ``benchmarks/bench_mil_pool.py``). Where THP is ``never`` or unavailable the call does nothing; any failure is ignored.
     """
     libc = _libc()
@@ -156,6 +162,32 @@ def ask_for_huge_pages(t: torch.Tensor) -> None:
     lo, hi = -(-start // HUGE_PAGE) * HUGE_PAGE, end // HUGE_PAGE * HUGE_PAGE
     if libc is not None and hi > lo:
         libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), MADV_HUGEPAGE)
+
+
+_SPARE: dict[tuple, np.ndarray] = {}  # (shape, dtype) -> the last gradient buffer handed out (one kept)
+
+
+def gradient_buffer(like: torch.Tensor) -> np.ndarray:
+    """An uninitialised array shaped like ``like`` (N, D) for a new ``grad_h``: the last one handed out if
+    nothing uses it any more.
+
+    A fresh (N, D) gradient costs first-touch page faults on top of its writes (at N=57k, D=1024: 46-63 ms on
+    4 KiB pages, 3-10 ms on huge pages, against a 22-30 ms bytes bound; ``benchmarks/bench_mil_pool.py``), and
+    large blocks go back to the OS when freed, so every step would pay them again. The buffer handed out
+    last is kept here; the tensor made from it by ``torch.from_numpy`` holds a reference to it for as long as
+    its storage lives (``h.grad``, a view, an accumulating sum), so a reference count of this dict's alone
+    means nobody can see it any more and it is handed out again. One buffer is kept: resting memory grows by
+    one gradient, peak memory does not. A new buffer gets ``ask_for_huge_pages`` before its first touch.
+    """
+    key = (tuple(like.shape), like.dtype)
+    spare = _SPARE.get(key)
+    if spare is not None and sys.getrefcount(spare) == 3:  # _SPARE, `spare`, getrefcount's argument
+        return spare
+    fresh = torch.empty(like.shape, dtype=like.dtype)
+    ask_for_huge_pages(fresh)  # before the kernel's first touch (torch's own THP_MEM_ALLOC_ENABLE=1 does the same)
+    _SPARE.clear()
+    _SPARE[key] = fresh.numpy()
+    return _SPARE[key]
 
 
 class MilPoolNumba(torch.autograd.Function):
@@ -183,9 +215,8 @@ class MilPoolNumba(torch.autograd.Function):
     def backward(ctx, grad):
         h_t, *rest = ctx.saved_tensors
         h, w, den, z, items = h_t.numpy(), *(t.numpy() for t in rest)
-        dh_t = torch.empty_like(h_t)
-        ask_for_huge_pages(dh_t)  # before the kernel's first touch (torch's own THP_MEM_ALLOC_ENABLE=1 does the same)
-        dh = dh_t.numpy()
+        dh = gradient_buffer(h_t)
+        dh_t = torch.from_numpy(dh)
         ds = np.empty(h.shape[0], np.float64)
         g = grad.detach().to(torch.float64).contiguous().numpy()
         gz = (g * z).sum(1)

@@ -189,3 +189,29 @@ def test_small_inputs_stay_on_the_calling_thread(monkeypatch):
             _values_and_grads(_numba, h, s, offsets, up, "sigmoid")
     finally:
         torch.set_num_threads(before)
+
+
+def test_gradient_buffer_is_reused_only_when_nobody_holds_it():
+    """grad_h lands in the last buffer handed out once nothing references it (no fresh pages to fault in each
+    step); a gradient still held, or being accumulated into, is never overwritten."""
+    h, s, offsets, up = _inputs(LENGTHS, 33, torch.float32)
+    want = torch.autograd.grad(mil_attention_pool_reference(h, s, offsets), h, up)[0]
+
+    _numba(h, s, offsets, "sigmoid").backward(up)
+    first = h.grad.data_ptr()
+    h.grad = None  # dropped: the buffer is free again
+    blocker = torch.empty_like(h)  # a plain allocator would hand the freed block to this one
+    _numba(h, s, offsets, "sigmoid").backward(up)
+    assert h.grad.data_ptr() == first != blocker.data_ptr()
+    _assert_close_rel(h.grad, want, 1e-5)
+
+    held = h.grad  # kept by the caller: the next backward needs another buffer
+    kept_values = held.clone()
+    h.grad = None
+    _numba(h, s, offsets, "sigmoid").backward(2 * up)
+    assert h.grad.data_ptr() != held.data_ptr()
+    torch.testing.assert_close(held, kept_values, rtol=0, atol=0)
+    _assert_close_rel(h.grad, 2 * want, 1e-5)
+
+    _numba(h, s, offsets, "sigmoid").backward(up)  # accumulates into h.grad (2 + 1)
+    _assert_close_rel(h.grad, 3 * want, 1e-5)
