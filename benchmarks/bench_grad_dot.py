@@ -207,8 +207,8 @@ def allocator_note() -> str:
     if tuned:
         return ("Allocator: glibc with " + " ".join(f"{k}={v}" for k, v in tuned.items())
                 + " (freed memory stays in the process: few page faults; compute only).")
-    return ("Allocator: glibc defaults (large temporaries come from fresh mappings, so each call pays page faults; "
-            "how many depends on what ran before, which moves the ratios by up to ~0.2).")
+    return ("Allocator: glibc defaults (a large temporary may come from a fresh mapping and pay page faults; how "
+            "many depends on what ran before: see the page-fault column).")
 
 
 def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
