@@ -164,7 +164,12 @@ def ask_for_huge_pages(t: torch.Tensor) -> None:
         libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), MADV_HUGEPAGE)
 
 
-_SPARE: dict[tuple, np.ndarray] = {}  # (shape, dtype) -> the last gradient buffer handed out (one kept)
+_SPARE: dict[tuple, list] = {}  # (shape, dtype) -> [last gradient buffer handed out, its reference count when free]
+
+
+def _reference_count(key: tuple) -> int:
+    """References to the spare buffer of ``key``, counted the same way at creation and at each check."""
+    return sys.getrefcount(_SPARE[key][0])
 
 
 def gradient_buffer(like: torch.Tensor) -> np.ndarray:
@@ -175,19 +180,21 @@ def gradient_buffer(like: torch.Tensor) -> np.ndarray:
     4 KiB pages, 3-10 ms on huge pages, against a 22-30 ms bytes bound; ``benchmarks/bench_mil_pool.py``), and
     large blocks go back to the OS when freed, so every step would pay them again. The buffer handed out
     last is kept here; the tensor made from it by ``torch.from_numpy`` holds a reference to it for as long as
-    its storage lives (``h.grad``, a view, an accumulating sum), so a reference count of this dict's alone
-    means nobody can see it any more and it is handed out again. One buffer is kept: resting memory grows by
-    one gradient, peak memory does not. A new buffer gets ``ask_for_huge_pages`` before its first touch.
+    its storage lives (``h.grad``, a view, an accumulating sum), so a reference count back at its value when
+    the buffer was new means nobody can see it any more and it is handed out again. One buffer is kept:
+    resting memory grows by one gradient, peak memory does not. A new buffer gets ``ask_for_huge_pages``
+    before its first touch.
     """
     key = (tuple(like.shape), like.dtype)
-    spare = _SPARE.get(key)
-    if spare is not None and sys.getrefcount(spare) == 3:  # _SPARE, `spare`, getrefcount's argument
-        return spare
+    if key in _SPARE and _reference_count(key) == _SPARE[key][1]:
+        return _SPARE[key][0]
     fresh = torch.empty(like.shape, dtype=like.dtype)
     ask_for_huge_pages(fresh)  # before the kernel's first touch (torch's own THP_MEM_ALLOC_ENABLE=1 does the same)
     _SPARE.clear()
-    _SPARE[key] = fresh.numpy()
-    return _SPARE[key]
+    _SPARE[key] = [fresh.numpy(), 0]
+    del fresh  # the array keeps its tensor alive; nothing but the dict refers to the array now
+    _SPARE[key][1] = _reference_count(key)
+    return _SPARE[key][0]
 
 
 class MilPoolNumba(torch.autograd.Function):
