@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -165,6 +166,7 @@ def ask_for_huge_pages(t: torch.Tensor) -> None:
 
 
 _SPARE: dict[tuple, list] = {}  # (shape, dtype) -> [last gradient buffer handed out, its reference count when free]
+_SPARE_LOCK = threading.Lock()  # two backward calls in two threads must not both take the free buffer
 
 
 def _reference_count(key: tuple) -> int:
@@ -186,15 +188,16 @@ def gradient_buffer(like: torch.Tensor) -> np.ndarray:
     before its first touch.
     """
     key = (tuple(like.shape), like.dtype)
-    if key in _SPARE and _reference_count(key) == _SPARE[key][1]:
+    with _SPARE_LOCK:  # the caller's reference to the returned array marks it taken before the lock is let go
+        if key in _SPARE and _reference_count(key) == _SPARE[key][1]:
+            return _SPARE[key][0]
+        fresh = torch.empty(like.shape, dtype=like.dtype)
+        ask_for_huge_pages(fresh)  # before the kernel's first touch (torch's own THP_MEM_ALLOC_ENABLE=1 does the same)
+        _SPARE.clear()
+        _SPARE[key] = [fresh.numpy(), 0]
+        del fresh  # the array keeps its tensor alive; nothing but the dict refers to the array now
+        _SPARE[key][1] = _reference_count(key)
         return _SPARE[key][0]
-    fresh = torch.empty(like.shape, dtype=like.dtype)
-    ask_for_huge_pages(fresh)  # before the kernel's first touch (torch's own THP_MEM_ALLOC_ENABLE=1 does the same)
-    _SPARE.clear()
-    _SPARE[key] = [fresh.numpy(), 0]
-    del fresh  # the array keeps its tensor alive; nothing but the dict refers to the array now
-    _SPARE[key][1] = _reference_count(key)
-    return _SPARE[key][0]
 
 
 class MilPoolNumba(torch.autograd.Function):
