@@ -155,8 +155,8 @@ def ask_for_huge_pages(t: torch.Tensor) -> None:
     be backed by transparent huge pages, before anything writes it.
 
     A fresh ``(N, D)`` gradient is first-touch page faults as much as writes: at N=57k, D=1024 (234 MB) the
-    OS zero-fills 57k 4-KiB pages (first touch 56-63 ms, 4.6-10 ms with this hint, against a
-    25-31 ms bytes bound; ``benchmarks/bench_mil_pool.py``). Where THP is ``never`` or unavailable the call does nothing; any failure is ignored.
+    OS zero-fills 57k 4-KiB pages (first touch 46-65 ms, 3.3-10 ms with this hint, against a
+    21-31 ms bytes bound over the runs of ``benchmarks/bench_mil_pool.py``). Where THP is ``never`` or unavailable the call does nothing; any failure is ignored.
     """
     libc = _libc()
     start, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
@@ -178,8 +178,7 @@ def gradient_buffer(like: torch.Tensor) -> np.ndarray:
     """An uninitialised array shaped like ``like`` (N, D) for a new ``grad_h``: the last one handed out if
     nothing uses it any more.
 
-    A fresh (N, D) gradient costs first-touch page faults on top of its writes (at N=57k, D=1024: 46-63 ms on
-    4 KiB pages, 3-10 ms on huge pages, against a 22-30 ms bytes bound; ``benchmarks/bench_mil_pool.py``), and
+    A fresh (N, D) gradient costs first-touch page faults on top of its writes (see ``ask_for_huge_pages``), and
     large blocks go back to the OS when freed, so every step would pay them again. The buffer handed out
     last is kept here; the tensor made from it by ``torch.from_numpy`` holds a reference to it for as long as
     its storage lives (``h.grad``, a view, an accumulating sum), so a reference count back at its value when
