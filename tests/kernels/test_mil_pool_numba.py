@@ -215,3 +215,24 @@ def test_gradient_buffer_is_reused_only_when_nobody_holds_it():
 
     _numba(h, s, offsets, "sigmoid").backward(up)  # accumulates into h.grad (2 + 1)
     _assert_close_rel(h.grad, 3 * want, 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_numba_path_casts_with_numpy_not_torch_ops(monkeypatch, dtype):
+    """Scores in, ds out, z out and the upstream gradient in are cast by NumPy on the calling thread: a torch cast
+    of more than 32k elements wakes torch's OpenMP threads, which spin on beside the kernel's own threads
+    (bfloat16 ds, which NumPy cannot hold, is the one torch cast left)."""
+    from fastmed.kernels.mil_pool_numba import host_array, torch_tensor
+
+    s = torch.randn(5000, dtype=torch.float64).to(dtype)
+    assert torch.equal(torch.from_numpy(host_array(s, "float64")), s.double())  # exact widening, bf16 included
+    back = torch_tensor(host_array(s, "float64"), dtype)
+    assert back.dtype == dtype and torch.equal(back, s)
+    h, s, offsets, up = _inputs(LENGTHS, 5, torch.float32)
+    s = s.detach().to(dtype).requires_grad_()
+    to_calls = []
+    real_to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: (to_calls.append(a), real_to(t, *a, **k))[1])
+    z = MilPoolNumba.apply(h, s, offsets, False)
+    torch.autograd.grad(z, (h, s), up)
+    assert to_calls == ([(torch.bfloat16,)] if dtype == torch.bfloat16 else [])
