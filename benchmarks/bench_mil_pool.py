@@ -15,7 +15,8 @@ At three sizes (the main one: 16 bags, N=57104, D=1024). Time: median of
 repeated forward+backward passes. Memory-bound estimate: the bytes a fused
 pass must move (read ``h`` in the forward; read ``h`` and write ``grad_h`` in
 the backward: ``3 N D`` elements) divided by the copy bandwidth measured here
-(``torch`` copy between two filled ``(N, D)`` tensors). A ``grad_h`` in fresh
+(``torch`` copy between two filled ``(N, D)`` tensors), once per size and, for
+the paired ratio, again before every timed call (``time_variant``). A ``grad_h`` in fresh
 memory also costs first-touch page faults (the OS zero-fills every new page;
 torch's CPU allocator caches nothing): measured here as an allocate-and-fill
 of ``(N, D)`` minus a fill of an existing buffer, with 4 KiB pages (plain
@@ -106,19 +107,45 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_variant(fn, h, s, o, device: str, repeats: int) -> float:
+SETTLE_S = 0.02  # untimed calls for this long after each paired copy (see time_variant)
+
+
+def time_variant(fn, h, s, o, device: str, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``fn``'s forward+backward, and the median of each timed call's ratio to the memory-bound
+    estimate from a copy timed just before it.
+
+    The pairing follows this shared machine's bandwidth, which drifts 1.4-3.6x between runs. Each round: the torch
+    copy (``THREADS`` threads), untimed calls for ``SETTLE_S`` (at least one), the timed call. After a copy torch's
+    OpenMP threads spin on and take a core from the Numba kernel's threads: at 16 x 16k x 512 the first call after
+    it took 7.3-8.3 ms, the second 5.4-6.3, the third on 4.7-5.4.
+    """
     grad = torch.ones(o.numel() - 1, h.shape[1], device=device, dtype=h.dtype)
-    times = []
-    for i in range(repeats + 1):
+    src, dst = torch.rand_like(h, dtype=torch.float32), torch.empty_like(h, dtype=torch.float32)
+
+    def call() -> float:
         h.grad = s.grad = None
-        _sync(device)
-        t0 = time.perf_counter()
-        fn(h, s, o).backward(grad)
-        _sync(device)
+        t = _timed(lambda: fn(h, s, o).backward(grad), device)
         torch.set_num_threads(THREADS)  # undo one_thread_pool (outside the timed part)
-        if i:  # first call warms up (Triton compile, allocator)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        return t
+
+    times, ratios = [], []
+    for _ in range(repeats):
+        t_copy = _timed(lambda: dst.copy_(src), device)
+        settled = time.perf_counter() + SETTLE_S
+        call()
+        while time.perf_counter() < settled:
+            call()
+        times.append(call())
+        ratios.append(times[-1] / (1.5 * t_copy))  # 3 N D elements moved / the copy's 2 N D at the copy's rate
+    return statistics.median(times), statistics.median(ratios)
+
+
+def _timed(fn, device: str) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
 
 
 def peak_memory_mb(name: str, lengths: list[int], D: int, device: str, dtype: torch.dtype) -> float:
@@ -158,15 +185,9 @@ def _vm_kib(key: str) -> int:
 
 
 def _median_time(fn, repeats: int, device: str) -> float:
-    times = []
-    for i in range(repeats + 1):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        if i:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median of ``repeats`` timed calls after one untimed call."""
+    fn()
+    return statistics.median(_timed(fn, device) for _ in range(repeats))
 
 
 def memory_costs(N: int, D: int, device: str, repeats: int) -> dict:
@@ -205,8 +226,8 @@ def bench_size(n_bags: int, max_len: int, D: int, device: str, repeats: int, var
     rows = []
     for name in variants:
         reps = repeats if name in FAST_VARIANTS else max(2, repeats // 3)
-        t = time_variant(VARIANTS[name], h, s, o, device, reps)
-        row = {"variant": name, "median_ms": round(t * 1e3, 3), "repeats": reps}
+        t, paired = time_variant(VARIANTS[name], h, s, o, device, reps)
+        row = {"variant": name, "median_ms": round(t * 1e3, 3), "repeats": reps, "time_vs_paired_bound": round(paired, 2)}
         if memory:
             row["peak_extra_mib"] = round(peak_memory_mb(name, lengths, D, device, dtype), 1)
         rows.append(row)
@@ -256,7 +277,10 @@ def main() -> None:
         f"{machine}; after: {result['machine_after']}.",
         "",
         "Memory-bound estimate = 3·N·D·4 bytes (read h forward; read h, write grad_h backward) ÷ measured copy "
-        "bandwidth. First touch = page-fault cost of a fresh (N, D) grad_h (4 KiB pages / huge pages asked for, as the "
+        "bandwidth. Paired: the median over timed calls of each call's time ÷ the estimate from a copy timed just "
+        "before it, with untimed calls for 20 ms between (this machine's bandwidth drifts between runs and within one; "
+        "torch's OpenMP threads spin on after the copy). The unpaired columns use the copy bandwidth measured once per "
+        "size, in the heading. First touch = page-fault cost of a fresh (N, D) grad_h (4 KiB pages / huge pages asked for, as the "
         "Numba backward does for a new buffer), not in the estimate; the last column adds the huge-page one: the "
         "bound of a kernel whose grad_h lands in fresh memory. The Numba backward reuses its last buffer once nothing "
         "holds it (this loop drops h.grad each round), so it pays no first touch here after its first call.",
@@ -268,10 +292,11 @@ def main() -> None:
             f"({r['bytes_moved'] / 1e6:.0f} MB at {r['copy_gb_s']:.1f} GB/s); first touch of grad_h {r['first_touch_ms']:.1f} ms"
             + (f" (huge pages: {r['first_touch_huge_pages_ms']:.1f} ms)" if "first_touch_huge_pages_ms" in r else ""),
             "",
-            "| variant | median ms | x reference | x memory-bound estimate | x (estimate + first touch) |"
-            + (" peak extra MiB |" if "peak_extra_mib" in r["rows"][0] else ""),
-            "|---|---|---|---|---|" + ("---|" if "peak_extra_mib" in r["rows"][0] else ""),
-        ] + [f"| {x['variant']} | {x['median_ms']:.2f} | {x['time_vs_reference']:.3f} | {x['time_vs_bound']:.2f} | "
+            "| variant | median ms | x reference | x memory-bound estimate, paired | x memory-bound estimate | "
+            "x (estimate + first touch) |" + (" peak extra MiB |" if "peak_extra_mib" in r["rows"][0] else ""),
+            "|---|---|---|---|---|---|" + ("---|" if "peak_extra_mib" in r["rows"][0] else ""),
+        ] + [f"| {x['variant']} | {x['median_ms']:.2f} | {x['time_vs_reference']:.3f} | {x['time_vs_paired_bound']:.2f} | "
+             f"{x['time_vs_bound']:.2f} | "
              f"{x['time_vs_bound_and_first_touch']:.2f} |"
              + (f" {x['peak_extra_mib']:.1f} |" if "peak_extra_mib" in x else "") for x in r["rows"]]
     (folder / "mil_pool.md").write_text("\n".join(md) + "\n")

@@ -13,7 +13,8 @@ Each pass streams ``h`` once, row by row: the forward reads it, the backward
 reads it and writes ``dh`` — no ``(N, D)`` temporary, so both are memory-bound.
 Work is split into *items* of at most ``ROWS_PER_ITEM`` rows of one bag
 (``work_items``); ``torch.get_num_threads()`` Python threads each run the
-GIL-free kernel on a contiguous share of the items (``run_items``). Numba's
+GIL-free kernel on a contiguous share of the items (``run_items``; the calling
+thread runs one share itself). Numba's
 own ``parallel=True`` (OpenMP layer) ran 2-8x slower than one thread whenever
 other jobs held the cores of the 2-core test machine; plain threads do not
 spin-wait.  The forward writes one partial sum per item and adds them per bag
@@ -70,23 +71,19 @@ def work_items(offsets):
     return items
 
 
-@njit(cache=True)
-def attention_weights(scores, offsets, softmax):
-    """float64 weights ``w (N,)`` and their bag sums ``den (B,)`` from ``scores (N,)``."""
-    n_bags = offsets.shape[0] - 1
-    w = np.empty(scores.shape[0], np.float64)
-    den = np.zeros(n_bags, np.float64)
-    for b in range(n_bags):
-        lo, hi = offsets[b], offsets[b + 1]
-        shift = -np.inf
+def attention_weights(scores: np.ndarray, offsets: np.ndarray, softmax: bool) -> tuple[np.ndarray, np.ndarray]:
+    """float64 weights ``w (N,)`` and their bag sums ``den (B,)`` from float64 ``scores (N,)``; every bag non-empty.
+
+    NumPy's vectorised ``exp`` (3x faster than a Numba loop of scalar ``exp`` calls here: 0.10 vs 0.29 ms at
+    N=57k); a sigmoid of a very negative score overflows ``exp(-s)`` to inf, giving the exact limit 0.
+    """
+    starts = offsets[:-1]
+    with np.errstate(over="ignore"):
         if softmax:
-            for i in range(lo, hi):
-                shift = max(shift, np.float64(scores[i]))
-        for i in range(lo, hi):
-            s = np.float64(scores[i])
-            w[i] = np.exp(s - shift) if softmax else 1.0 / (1.0 + np.exp(-s))
-            den[b] += w[i]
-    return w, den
+            w = np.exp(scores - np.repeat(np.maximum.reduceat(scores, starts), np.diff(offsets)))
+        else:
+            w = 1.0 / (1.0 + np.exp(-scores))
+    return w, np.add.reduceat(w, starts)
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
@@ -131,15 +128,19 @@ def backward_items(h, w, den, gz, g, items, softmax, dh, ds, first, last):
 
 
 def run_items(kernel, n_items: int, *args, parallel: bool = True) -> None:
-    """Call ``kernel(*args, first, last)`` on ``torch.get_num_threads()`` threads (one if not ``parallel``),
-    each a contiguous share of items."""
+    """Call ``kernel(*args, first, last)`` on ``torch.get_num_threads()`` threads (one if not ``parallel``): the
+    calling thread and pool threads, each a contiguous share of items."""
     n_parts = max(1, min(torch.get_num_threads() if parallel else 1, n_items))
     bounds = np.linspace(0, n_items, n_parts + 1).astype(np.int64)
     if n_parts == 1:
         kernel(*args, 0, n_items)
         return
-    # the kernels release the GIL; the pool's idle threads block (no spinning) between calls
-    list(thread_pool(n_parts).map(lambda p: kernel(*args, int(bounds[p]), int(bounds[p + 1])), range(n_parts)))
+    # the kernels release the GIL; the pool's idle threads block (no spinning) between calls. The calling thread
+    # runs the first share itself: one hand-off fewer (39 instead of 72 us a call for two shares here)
+    rest = [thread_pool(n_parts - 1).submit(kernel, *args, int(bounds[p]), int(bounds[p + 1])) for p in range(1, n_parts)]
+    kernel(*args, 0, int(bounds[1]))
+    for share in rest:
+        share.result()
 
 
 @functools.lru_cache(maxsize=1)

@@ -23,6 +23,7 @@ def test_bench_mil_pool_quick(tmp_path):
     assert len(res["sizes"]) == 3
     for size in res["sizes"]:
         assert size["bound_ms"] > 0 and size["bound_and_first_touch_ms"] >= size["bound_ms"]
+        assert all(r["time_vs_paired_bound"] > 0 for r in size["rows"])  # each call against a copy timed beside it
         assert "first_touch_huge_pages_ms" in size  # the CPU run measures the fresh grad_h both ways
         rows = {r["variant"]: r for r in size["rows"]}
         assert rows["reference (index_add)"]["time_vs_reference"] == 1.0 and rows["fastmed"]["median_ms"] > 0

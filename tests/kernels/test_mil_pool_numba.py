@@ -236,3 +236,23 @@ def test_numba_path_casts_with_numpy_not_torch_ops(monkeypatch, dtype):
     z = MilPoolNumba.apply(h, s, offsets, False)
     torch.autograd.grad(z, (h, s), up)
     assert to_calls == ([(torch.bfloat16,)] if dtype == torch.bfloat16 else [])
+
+
+def test_attention_weights_known_values_and_extreme_scores():
+    """Sigmoid limits are exact and silent at |s| = 1000; softmax weights are shifted by each bag's max."""
+    import warnings
+
+    import numpy as np
+
+    from fastmed.kernels.mil_pool_numba import attention_weights
+
+    scores = np.array([-1000.0, 0.0, 1000.0, np.log(3.0), 0.0])
+    offsets = np.array([0, 3, 5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w, den = attention_weights(scores, offsets, False)
+        ws, dens = attention_weights(scores, offsets, True)
+    np.testing.assert_allclose(w, [0.0, 0.5, 1.0, 0.75, 0.5], rtol=1e-12)
+    np.testing.assert_allclose(den, [1.5, 1.25], rtol=1e-12)
+    np.testing.assert_allclose(ws, [0.0, 0.0, 1.0, 1.0, 1 / 3], rtol=1e-12)
+    np.testing.assert_allclose(dens, [1.0, 4 / 3], rtol=1e-12)
