@@ -59,7 +59,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fastmed.kernels import per_sample_grad_dot
-from fastmed.kernels.grad_dot_cpu import WAYS, conv_weight_grad, layer_dot_cpu, weight_dot
+from fastmed.kernels.grad_dot_cpu import WAYS, conv_weight_grad, layer_dot_cpu, way_dot
 from fastmed.kernels.grad_dot_reference import CONV_TRANSPOSE_TYPES, CONV_TYPES, per_sample_grad_dot_reference
 from fastmed.nets.unet import UNet
 from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
@@ -289,7 +289,7 @@ def layer_crossover(m: int, repeats: int) -> list[dict]:
     for c, side in ((8, 64), (16, 32), (32, 16), (64, 8)):
         conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
         a, delta, gw = torch.randn(m, c, side, side), torch.randn(m, c, side, side), torch.randn_like(conv.weight)
-        ways = {w: (lambda w=w: weight_dot(conv, a, delta, gw, w)) for w in WAYS}
+        ways = {w: (lambda w=w: way_dot(conv, a, delta, gw, None, w)) for w in WAYS}
         ways["batch weight grad (fwd+bwd's)"] = lambda: conv_weight_grad(conv, a, delta, gw, 1)
         times = {k: [] for k in ways}
         for i in range(repeats + 1):

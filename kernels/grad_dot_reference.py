@@ -71,16 +71,18 @@ def transposed_output_padding(module: nn.Module, a: torch.Tensor, out_shape: tor
     return pads
 
 
-def directional_output(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g_weight: torch.Tensor) -> torch.Tensor:
-    """``f(a; G_W)``: the layer applied to ``a`` with weight ``G_W`` and no bias (conv, conv-T, linear)."""
+def directional_output(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g_weight: torch.Tensor,
+                       g_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``f(a; G_W) + G_b``: the layer applied to ``a`` with weight ``G_W`` and bias ``G_b`` (none by default;
+    conv, conv-T, linear)."""
     if isinstance(module, nn.Linear):
-        return F.linear(a, g_weight)
+        return F.linear(a, g_weight, g_bias)
     if isinstance(module, CONV_TYPES):
-        return module._conv_forward(a, g_weight, None)
+        return module._conv_forward(a, g_weight, g_bias)
     if isinstance(module, CONV_TRANSPOSE_TYPES):
         conv_t = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[len(module.kernel_size)]
         out_pad = transposed_output_padding(module, a, delta.shape)
-        return conv_t(a, g_weight, None, module.stride, module.padding, out_pad, module.groups, module.dilation)
+        return conv_t(a, g_weight, g_bias, module.stride, module.padding, out_pad, module.groups, module.dilation)
     raise TypeError(f"no directional rule for {type(module).__name__}")
 
 

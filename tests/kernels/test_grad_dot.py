@@ -217,7 +217,7 @@ def test_cpu_rules_each_way(dtype, way, monkeypatch):
 
     if way != "measured":  # each way where it can run ("unfold": Conv2d, channels-last: 2-d layers), "forward" elsewhere
         runs = {"unfold": lambda m: isinstance(m, nn.Conv2d), "forward, channels-last": lambda m: len(m.kernel_size) == 2}
-        monkeypatch.setattr(grad_dot_cpu, "measured_weight_dot", lambda module, *args: grad_dot_cpu.weight_dot(
+        monkeypatch.setattr(grad_dot_cpu, "measured_way_dot", lambda module, *args: grad_dot_cpu.way_dot(
             module, *args, way if runs.get(way, lambda m: True)(module) else "forward"))
     model, x, y, g = _problem(WideZoo(), dtype, m=3, shape=(3, 8, 10))
     got = per_sample_grad_dot(model, mse_per_sample, x, y, g, backend="cpu")
@@ -294,24 +294,40 @@ def test_measured_way_is_timed_once_and_kept(monkeypatch):
     from fastmed.kernels import grad_dot_cpu
 
     calls = []
-    real = grad_dot_cpu.weight_dot
-    monkeypatch.setattr(grad_dot_cpu, "weight_dot", lambda *args: calls.append(args[-1]) or real(*args))
+    real = grad_dot_cpu.way_dot
+    monkeypatch.setattr(grad_dot_cpu, "way_dot", lambda *args: calls.append(args[-1]) or real(*args))
     monkeypatch.setattr(grad_dot_cpu, "_MEASURED", {})
     conv = nn.Conv2d(2, 5, 3, padding=1).double()
     a, delta = torch.randn(2, 2, 6, 6, dtype=torch.float64), torch.randn(2, 5, 6, 6, dtype=torch.float64)
-    gw = torch.randn_like(conv.weight)
-    first = grad_dot_cpu.measured_weight_dot(conv, a, delta, gw)
+    gw, gb = torch.randn_like(conv.weight), torch.randn_like(conv.bias)
+    first = grad_dot_cpu.measured_way_dot(conv, a, delta, gw, gb)
     assert grad_dot_cpu.ways_for(conv) == grad_dot_cpu.WAYS  # 18 patch entries per 5 outputs: unfold applies
     assert grad_dot_cpu.ways_for(nn.Conv2d(8, 2, 3)) == tuple(w for w in grad_dot_cpu.WAYS if w != "unfold")
     assert "forward, channels-last" not in grad_dot_cpu.ways_for(nn.Conv1d(2, 5, 3)) + grad_dot_cpu.ways_for(nn.Conv3d(2, 5, 3))
     assert sorted(calls) == sorted(grad_dot_cpu.WAYS * grad_dot_cpu.MEASURE_ROUNDS)
     kept = list(grad_dot_cpu._MEASURED.values())
     assert len(kept) == 1 and kept[0] in grad_dot_cpu.WAYS
-    second = grad_dot_cpu.measured_weight_dot(conv, a, delta, gw)
+    second = grad_dot_cpu.measured_way_dot(conv, a, delta, gw, gb)
     assert calls[len(grad_dot_cpu.WAYS) * grad_dot_cpu.MEASURE_ROUNDS:] == kept
-    want = (delta * conv._conv_forward(a, gw, None)).flatten(1).sum(1)
+    want = (delta * conv._conv_forward(a, gw, gb)).flatten(1).sum(1)
     torch.testing.assert_close(first, want)
     torch.testing.assert_close(second, want)
+
+
+@pytest.mark.parametrize("way", ["per-sample", "per-sample loop", "unfold", "forward", "forward, channels-last"])
+def test_each_way_with_and_without_bias_known_values(way):
+    """Every way gives <delta_m, conv(a_m; G_W)> + <sum delta_m, G_b> (G_b fused into f in the forward ways) and
+    the weight term alone without a bias."""
+    from fastmed.kernels import grad_dot_cpu
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 4, 3, stride=2, padding=1).double()
+    a, delta = torch.randn(3, 2, 7, 7, dtype=torch.float64), torch.randn(3, 4, 4, 4, dtype=torch.float64)
+    gw, gb = torch.randn_like(conv.weight), torch.randn_like(conv.bias)
+    weight_term = (delta * conv._conv_forward(a, gw, None)).flatten(1).sum(1)
+    bias_term = delta.sum((2, 3)) @ gb
+    torch.testing.assert_close(grad_dot_cpu.way_dot(conv, a, delta, gw, gb, way), weight_term + bias_term)
+    torch.testing.assert_close(grad_dot_cpu.way_dot(conv, a, delta, gw, None, way), weight_term)
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpu"])
