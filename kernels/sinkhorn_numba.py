@@ -398,8 +398,10 @@ class SinkhornNumba(torch.autograd.Function):
         x, y, a, b, cxy, cxx, cyy, la, lb, pot_x, pot_y, f, g = ctx.saved_tensors
         up = grad.detach().to(x.dtype).contiguous()
         wx, wy = (a * up[:, None]).contiguous(), (b * up[:, None]).contiguous()
-        gx, gy = torch.zeros_like(x), torch.zeros_like(y)
         np_dt = np.float64 if x.dtype == torch.float64 else np.float32
+        # zero-filled by NumPy on this thread: a torch fill this large runs on torch's OpenMP threads, which spin on
+        # beside the kernel's threads afterwards (B16 N=M=128 D256, 2 threads: fwd+bwd 42.2 -> 34.1 ms)
+        gx, gy = (torch.from_numpy(np.zeros(tuple(t.shape), np_dt)) for t in (x, y))
         inv_eps, c_min = np_dt(1 / ctx.eps), np_dt(np.sqrt(np_dt(1e-8)))
         arrays = [t.numpy() for t in (x, y, cxy, cxx, cyy, la, lb, pot_x, pot_y, wx, wy)]
         _run(backward_problems, x.shape[0], ctx.work, *arrays, inv_eps, ctx.debias, ctx.p == 1, c_min, gx.numpy(), gy.numpy())
