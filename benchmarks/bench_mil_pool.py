@@ -278,7 +278,7 @@ def main() -> None:
         "",
         "Memory-bound estimate = 3·N·D·4 bytes (read h forward; read h, write grad_h backward) ÷ measured copy "
         "bandwidth. Paired: the median over timed calls of each call's time ÷ the estimate from a copy timed just "
-        "before it, with untimed calls for 20 ms between (this machine's bandwidth drifts between runs and within one; "
+        f"before it, with untimed calls for {SETTLE_S * 1e3:.0f} ms between (this machine's bandwidth drifts between runs and within one; "
         "torch's OpenMP threads spin on after the copy). The unpaired columns use the copy bandwidth measured once per "
         "size, in the heading. First touch = page-fault cost of a fresh (N, D) grad_h (4 KiB pages / huge pages asked for, as the "
         "Numba backward does for a new buffer), not in the estimate; the last column adds the huge-page one: the "

@@ -109,17 +109,14 @@ def unfold_weight_grads(module: nn.Module, a: torch.Tensor, delta: torch.Tensor)
     return torch.einsum("mgol,mgkl->mgok", delta.reshape(m, g, -1, patches.shape[-1]), patches)
 
 
-FORWARD_WAYS = ("forward", "forward, channels-last")  # the ways that run the layer itself: G_b rides in as its bias
-
-
 def way_dot(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g_weight: torch.Tensor,
             g_bias: torch.Tensor | None, way: str) -> torch.Tensor:
     """``(M,)``: ``<delta_m, f(a_m; G_W)> + <sum delta_m, G_b>`` by the given way (see ``WAYS``; ``g_bias``
     None: no bias term).
 
     The forward ways take ``G_b`` as the bias of their ``f`` (``<delta_m, f + G_b>`` is the same sum, and the
-    fused bias costs nothing: 0.5-0.9 ms less at M=8 on the benchmark's 6-conv net than a separate sum over
-    positions); the others add it from ``delta``'s sum over positions.
+    fused bias costs nothing: 0.8-0.9 ms less at M=8 on the benchmark's 6-conv net than a separate sum over
+    positions, in four A/B runs); the others add it from ``delta``'s sum over positions.
     """
     m = a.shape[0]
     if way == "forward, channels-last":  # (M, C, H, W) tensors; f comes back channels-last, the sum reads both layouts

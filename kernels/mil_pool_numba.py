@@ -160,8 +160,8 @@ def ask_for_huge_pages(t: torch.Tensor) -> None:
     be backed by transparent huge pages, before anything writes it.
 
     A fresh ``(N, D)`` gradient is first-touch page faults as much as writes: at N=57k, D=1024 (234 MB) the
-    OS zero-fills 57k 4-KiB pages (first touch 46-65 ms, 3.3-10 ms with this hint, against a
-    21-31 ms bytes bound over the runs of ``benchmarks/bench_mil_pool.py``). Where THP is ``never`` or unavailable the call does nothing; any failure is ignored.
+    OS zero-fills 57k 4-KiB pages (first touch 46-71 ms, 3.3-12 ms with this hint, against a
+    15-31 ms bytes estimate, over the 2026-12-02 runs of ``benchmarks/bench_mil_pool.py``). Where THP is ``never`` or unavailable the call does nothing; any failure is ignored.
     """
     libc = _libc()
     start, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
@@ -235,15 +235,15 @@ class MilPoolNumba(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, scores, offsets, softmax):
         h = h.detach().contiguous()
-        off = offsets.contiguous().numpy()
+        hn, off = h.numpy(), offsets.contiguous().numpy()
         items = work_items(off)
         w, den = attention_weights(host_array(scores, np.float64), off, softmax)
         partial = np.empty((items.shape[0], h.shape[1]), np.float64)
-        run_items(forward_items, items.shape[0], h.numpy(), w, items, partial, parallel=h.numel() >= PARALLEL_MIN_ELEMENTS)
+        run_items(forward_items, items.shape[0], hn, w, items, partial, parallel=hn.size >= PARALLEL_MIN_ELEMENTS)
         z = bag_means(partial, items, den)
         ctx.softmax, ctx.scores_dtype = softmax, scores.dtype
         ctx.save_for_backward(h, *(torch.from_numpy(a) for a in (w, den, z, items)))
-        return torch.from_numpy(z.astype(h.numpy().dtype))
+        return torch.from_numpy(z.astype(hn.dtype))
 
     @staticmethod
     def backward(ctx, grad):

@@ -67,8 +67,8 @@ def design_settings(cfg: PolypAugmentConfig) -> dict[str, Any]:
 
 
 def usable_score(m: dict[str, float]) -> float:
-    """The epoch score that picks ``best.pt``: ``min(pixel change / 0.03, noise diversity / 0.01)`` (each measure in
-    units of its target; 1 = both just met) when the generated images are class-faithful (judge agreement >=
+    """The epoch score that picks ``best.pt``: ``min(pixel change / TARGET_PIXEL_CHANGE, noise diversity /
+    TARGET_DIVERSITY)`` (each measure in units of its target; 1 = both just met) when the generated images are class-faithful (judge agreement >=
     ``FAITHFUL_RATIO`` x the judge's real accuracy) and not collapsed (generated feature spread >= the real one),
     else 0. A GAN's epochs swing; this keeps the epoch farthest above both targets that still passes both checks.
     (The plain ``min(pixel change, diversity)`` it replaces ranked an epoch of change 0.023 / diversity 0.015 above
