@@ -32,8 +32,8 @@ a shared machine inflates much less; ratios use it). Peak memory: on CUDA
 first) during one call in a fresh subprocess (Linux). FLOP bound: the FLOPs each variant
 executes (``torch.utils.flop_counter``) divided by the GEMM throughput measured here
 (a square float32 matmul). ``--layers`` adds the contraction ways of ``grad_dot_cpu``
-and fwd+bwd's batch weight gradient on 3x3 layers of one FLOP count (auto times the
-ways per layer on first use).
+and fwd+bwd's batch weight gradient on 3x3 layers of one FLOP count and on the nets'
+pointwise layers (auto times the ways per layer on first use).
 
     .venv/bin/python benchmarks/bench_grad_dot.py [--quick] [--threads 1] [--layers]
 
@@ -59,7 +59,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fastmed.kernels import per_sample_grad_dot
-from fastmed.kernels.grad_dot_cpu import WAYS, conv_weight_grad, layer_dot_cpu, way_dot
+from fastmed.kernels.grad_dot_cpu import WAYS, conv_weight_grad, layer_dot_cpu, way_dot, ways_for
 from fastmed.kernels.grad_dot_reference import CONV_TRANSPOSE_TYPES, CONV_TYPES, per_sample_grad_dot_reference
 from fastmed.nets.unet import UNet
 from machine_note import machine_note  # benchmarks/machine_note.py (this folder is on sys.path)
@@ -283,13 +283,20 @@ def peak_memory_mb(name: str, net: str, m: int, device: str, threads: int) -> fl
     return float(out.stdout.strip().splitlines()[-1])
 
 
+CROSSOVER_LAYERS = (  # (name, layer, input side): 3x3 convs of one FLOP count, then the pointwise layers of the nets
+    *((f"3x3 conv, C {c}", nn.Conv2d(c, c, 3, padding=1, bias=False), side) for c, side in ((8, 64), (16, 32), (32, 16), (64, 8))),
+    ("1x1 conv 16 -> 32", nn.Conv2d(16, 32, 1, bias=False), 32),
+    ("2x2 stride-2 up-conv 64 -> 32", nn.ConvTranspose2d(64, 32, 2, stride=2, bias=False), 16),
+)
+
+
 def layer_crossover(m: int, repeats: int) -> list[dict]:
-    """3x3 conv layers of one FLOP count: CPU seconds of each contraction way and of the batch weight gradient."""
+    """CPU seconds of each contraction way that applies (``ways_for``) and of the batch weight gradient, per layer."""
     rows = []
-    for c, side in ((8, 64), (16, 32), (32, 16), (64, 8)):
-        conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        a, delta, gw = torch.randn(m, c, side, side), torch.randn(m, c, side, side), torch.randn_like(conv.weight)
-        ways = {w: (lambda w=w: way_dot(conv, a, delta, gw, None, w)) for w in WAYS}
+    for name, conv, side in CROSSOVER_LAYERS:
+        a = torch.randn(m, conv.in_channels, side, side)
+        delta, gw = torch.randn_like(conv(a)), torch.randn_like(conv.weight)
+        ways = {w: (lambda w=w: way_dot(conv, a, delta, gw, None, w)) for w in ways_for(conv)}
         ways["batch weight grad (fwd+bwd's)"] = lambda: conv_weight_grad(conv, a, delta, gw, 1)
         times = {k: [] for k in ways}
         for i in range(repeats + 1):
@@ -298,7 +305,7 @@ def layer_crossover(m: int, repeats: int) -> list[dict]:
                 f()
                 if i:
                     times[k].append(time.process_time() - c0)
-        rows.append({"channels": c, "side": side, "M": m, **{k: round(statistics.median(v), 5) for k, v in times.items()}})
+        rows.append({"layer": name, "side": side, "M": m, **{k: round(statistics.median(v), 5) for k, v in times.items()}})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -395,9 +402,10 @@ def main() -> None:
             f"| {r['median_page_faults']['fastmed auto']:.0f} / {r['median_page_faults']['fwd+bwd']:.0f} |")
     if layers:
         cols = [*WAYS, "batch weight grad (fwd+bwd's)"]
-        lines += ["", f"Per-layer contraction ways (3x3 conv, C in = C out, M = {layers[0]['M']}, median CPU s):", "",
-                  "| C | side | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
-        lines += [f"| {r['channels']} | {r['side']} | " + " | ".join(f"{r[c]:.4f}" for c in cols) + " |" for r in layers]
+        lines += ["", f"Per-layer contraction ways (M = {layers[0]['M']}, median CPU s; – where a way does not apply):", "",
+                  "| layer | input side | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+        lines += [f"| {r['layer']} | {r['side']} | " + " | ".join(f"{r[c]:.4f}" if c in r else "–" for c in cols) + " |"
+                  for r in layers]
     lines += ["", f"torch {torch.__version__}; max relative error of each float32 variant against torch.func in float64 "
               "in the JSON (`max_rel_err_vs_float64`).", ""]
     (folder / "grad_dot.json").write_text(json.dumps(result, indent=2) + "\n")

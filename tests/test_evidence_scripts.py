@@ -174,4 +174,6 @@ def test_bench_grad_dot_quick(tmp_path):
         err = r["max_rel_err_vs_float64"]  # (quick run: convnet <= 6e-6; unet ~1e-3-5e-3 for all three, fp32 forward noise)
         assert max(err["fastmed auto"], err["fastmed torch"]) <= 2 * err["torch.func"] + 1e-5, r
         assert r["gflop"]["fwd+bwd"] > 0 and all(v > 0 for v in r["median_cpu_s"].values())
-    assert len(res["layer_crossover"]) == 4 and res["gemm_gflop_s"] > 0
+    layers = res["layer_crossover"]  # four 3x3 convs, a 1x1 conv, an up-conv; the pointwise way on the last two only
+    assert len(layers) == 6 and res["gemm_gflop_s"] > 0
+    assert ["pointwise" in r for r in layers] == [False] * 4 + [True] * 2

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastmed.kernels import per_sample_grad_dot
+from fastmed.kernels.grad_dot_cpu import WAYS
+from fastmed.kernels.grad_dot_reference import CONV_TRANSPOSE_TYPES
 
 
 class ZooNet(nn.Module):
@@ -209,14 +211,16 @@ class WideZoo(nn.Module):
         return self.t1d(torch.tanh(self.c1d(h.flatten(2))))
 
 
-@pytest.mark.parametrize("way", ["per-sample", "per-sample loop", "unfold", "forward", "forward, channels-last", "measured"])
+@pytest.mark.parametrize("way", [*WAYS, "measured"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_cpu_rules_each_way(dtype, way, monkeypatch):
     """Conv, transposed, grouped, 1/2/3-d layers, each contraction way: cpu rules == torch.func == reference."""
     from fastmed.kernels import grad_dot_cpu
 
-    if way != "measured":  # each way where it can run ("unfold": Conv2d, channels-last: 2-d layers), "forward" elsewhere
-        runs = {"unfold": lambda m: isinstance(m, nn.Conv2d), "forward, channels-last": lambda m: len(m.kernel_size) == 2}
+    if way != "measured":  # each way where it can run (unfold: any non-transposed conv, pointwise: 1x1 or kernel =
+        # stride transposed, channels-last: 2-d layers), "forward" elsewhere
+        runs = {"unfold": lambda m: not isinstance(m, CONV_TRANSPOSE_TYPES), "pointwise": grad_dot_cpu.is_pointwise,
+                "forward, channels-last": lambda m: len(m.kernel_size) == 2}
         monkeypatch.setattr(grad_dot_cpu, "measured_way_dot", lambda module, *args: grad_dot_cpu.way_dot(
             module, *args, way if runs.get(way, lambda m: True)(module) else "forward"))
     model, x, y, g = _problem(WideZoo(), dtype, m=3, shape=(3, 8, 10))
@@ -301,20 +305,22 @@ def test_measured_way_is_timed_once_and_kept(monkeypatch):
     a, delta = torch.randn(2, 2, 6, 6, dtype=torch.float64), torch.randn(2, 5, 6, 6, dtype=torch.float64)
     gw, gb = torch.randn_like(conv.weight), torch.randn_like(conv.bias)
     first = grad_dot_cpu.measured_way_dot(conv, a, delta, gw, gb)
-    assert grad_dot_cpu.ways_for(conv) == grad_dot_cpu.WAYS  # 18 patch entries per 5 outputs: unfold applies
-    assert grad_dot_cpu.ways_for(nn.Conv2d(8, 2, 3)) == tuple(w for w in grad_dot_cpu.WAYS if w != "unfold")
+    # 18 patch entries per 5 outputs: unfold applies; a 3x3 kernel is not pointwise
+    assert grad_dot_cpu.ways_for(conv) == tuple(w for w in grad_dot_cpu.WAYS if w != "pointwise")
+    assert grad_dot_cpu.ways_for(nn.Conv2d(8, 2, 3)) == tuple(w for w in grad_dot_cpu.WAYS if w not in ("unfold", "pointwise"))
     assert "forward, channels-last" not in grad_dot_cpu.ways_for(nn.Conv1d(2, 5, 3)) + grad_dot_cpu.ways_for(nn.Conv3d(2, 5, 3))
-    assert sorted(calls) == sorted(grad_dot_cpu.WAYS * grad_dot_cpu.MEASURE_ROUNDS)
+    ways = grad_dot_cpu.ways_for(conv)
+    assert sorted(calls) == sorted(ways * grad_dot_cpu.MEASURE_ROUNDS)
     kept = list(grad_dot_cpu._MEASURED.values())
-    assert len(kept) == 1 and kept[0] in grad_dot_cpu.WAYS
+    assert len(kept) == 1 and kept[0] in ways
     second = grad_dot_cpu.measured_way_dot(conv, a, delta, gw, gb)
-    assert calls[len(grad_dot_cpu.WAYS) * grad_dot_cpu.MEASURE_ROUNDS:] == kept
+    assert calls[len(ways) * grad_dot_cpu.MEASURE_ROUNDS:] == kept
     want = (delta * conv._conv_forward(a, gw, gb)).flatten(1).sum(1)
     torch.testing.assert_close(first, want)
     torch.testing.assert_close(second, want)
 
 
-@pytest.mark.parametrize("way", ["per-sample", "per-sample loop", "unfold", "forward", "forward, channels-last"])
+@pytest.mark.parametrize("way", [w for w in WAYS if w != "pointwise"])
 def test_each_way_with_and_without_bias_known_values(way):
     """Every way gives <delta_m, conv(a_m; G_W)> + <sum delta_m, G_b> (G_b fused into f in the forward ways) and
     the weight term alone without a bias."""
@@ -369,3 +375,37 @@ def test_layer_inputs_are_freed_during_the_backward(backend):
     got = per_sample_grad_dot(model, mse_per_sample, x, y, g, backend=backend)
     assert alive_at_first_layer == [False]
     torch.testing.assert_close(got, ground_truth(model, mse_per_sample, x, y, g), atol=1e-4, rtol=1e-4)
+
+
+POINTWISE_LAYERS = [
+    nn.Conv2d(6, 4, 1, groups=2), nn.Conv1d(3, 5, 1), nn.Conv3d(4, 4, 1, groups=4, bias=False),
+    nn.ConvTranspose2d(6, 4, 2, stride=2, groups=2), nn.ConvTranspose2d(3, 5, (2, 3), stride=(2, 3)),
+    nn.ConvTranspose1d(3, 2, 3, stride=3, output_padding=1), nn.ConvTranspose3d(2, 4, 2, stride=2, bias=False),
+]
+
+
+@pytest.mark.parametrize("layer", POINTWISE_LAYERS, ids=lambda layer: repr(layer))
+def test_pointwise_way_known_values(layer):
+    """1x1 convolutions and transposed ones with kernel = stride (groups, output padding, 1-3 d): the pointwise
+    way equals <delta_m, conv(a_m; G_W) + G_b>, computed here by the layer's own forward."""
+    from fastmed.kernels import grad_dot_cpu
+
+    torch.manual_seed(0)
+    layer = layer.double()
+    assert "pointwise" in grad_dot_cpu.ways_for(layer)
+    a = torch.randn(3, layer.in_channels, *[5] * len(layer.kernel_size), dtype=torch.float64)
+    delta = torch.randn_like(layer(a))
+    gw = torch.randn_like(layer.weight)
+    gb = None if layer.bias is None else torch.randn_like(layer.bias)
+    f = torch.func.functional_call(layer, {"weight": gw, **({"bias": gb} if gb is not None else {})}, (a,))
+    want = (delta * f).flatten(1).sum(1)
+    torch.testing.assert_close(grad_dot_cpu.way_dot(layer, a, delta, gw, gb, "pointwise"), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layer", [nn.Conv2d(3, 3, 1, stride=2), nn.Conv2d(3, 3, 1, padding=1), nn.Conv2d(3, 3, 3),
+                                   nn.ConvTranspose2d(3, 3, 2, stride=1), nn.ConvTranspose2d(3, 3, 2, stride=2, dilation=2),
+                                   nn.ConvTranspose2d(3, 3, 2, stride=2, padding=1)], ids=lambda layer: repr(layer))
+def test_pointwise_way_only_where_positions_map_one_to_one(layer):
+    from fastmed.kernels import grad_dot_cpu
+
+    assert "pointwise" not in grad_dot_cpu.ways_for(layer)
