@@ -36,6 +36,7 @@ reference rules. ``benchmarks/bench_grad_dot.py --layers`` times the ways on
 """
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -131,14 +132,14 @@ def patch_matrix(module: nn.Module, a: torch.Tensor, out_shape: torch.Size) -> t
         (padded.stride(0), padded.stride(1), *(st * d for st, d in zip(steps, module.dilation)),
          *(st * s for st, s in zip(steps, module.stride))),
     )
-    return view.reshape(m, c * module.weight[0, 0].numel(), -1)
+    return view.reshape(m, c * math.prod(module.kernel_size), -1)
 
 
 def unfold_weight_grads(module: nn.Module, a: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """``(M * groups, C_out/g, C_in/g * K)``: per-sample weight gradients of a convolution from its patch matrix,
     by one batched GEMM ``delta_mg (C_out/g, L) @ patches_mg^T (L, C_in/g * K)``."""
     m, g = a.shape[0], module.groups
-    patches = patch_matrix(module, a, delta.shape).reshape(m * g, -1, delta[0, 0].numel())
+    patches = patch_matrix(module, a, delta.shape).reshape(m * g, -1, math.prod(delta.shape[2:]))
     return torch.bmm(delta.reshape(m * g, -1, patches.shape[-1]), patches.transpose(1, 2))
 
 
@@ -164,7 +165,7 @@ def pointwise_weight_grads(module: nn.Module, a: torch.Tensor, delta: torch.Tens
     delta = delta.reshape(m * g, w.shape[1], *blocks)
     nd = len(k)
     order = (0, 1, *(3 + 2 * i for i in range(nd)), *(2 + 2 * i for i in range(nd)))  # (Mg, C_out/g, k..., S...)
-    regrouped = delta.permute(order).reshape(m * g, w.shape[1] * w[0, 0].numel(), -1)
+    regrouped = delta.permute(order).reshape(m * g, w.shape[1] * math.prod(k), -1)
     grads = torch.bmm(a.reshape(m * g, w.shape[0] // g, -1), regrouped.transpose(1, 2))
     return grads.reshape(m, *w.shape)
 
@@ -242,7 +243,7 @@ def group_statistics(module: nn.Module, a: torch.Tensor, groups: int, node: obje
     if type(node).__name__ == "NativeGroupNormBackward0":
         return node._saved_result1, node._saved_result2
     m, c = a.shape[:2]
-    _, mean, rstd = torch.ops.aten.native_group_norm(a.contiguous(), None, None, m, c, a[0, 0].numel(), groups, module.eps)
+    _, mean, rstd = torch.ops.aten.native_group_norm(a.contiguous(), None, None, m, c, math.prod(a.shape[2:]), groups, module.eps)
     return mean, rstd
 
 
@@ -261,14 +262,12 @@ def group_norm_dot(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g: d
     mean, rstd = group_statistics(module, a, groups, node)
     _, grad_w, grad_b = torch.ops.aten.native_group_norm_backward(
         delta.contiguous().reshape(1, m * c, -1), a.contiguous().reshape(1, m * c, -1), mean.reshape(1, -1),
-        rstd.reshape(1, -1), None, 1, m * c, a[0, 0].numel(), m * groups, [False, want_w, want_b],
+        rstd.reshape(1, -1), None, 1, m * c, math.prod(a.shape[2:]), m * groups, [False, want_w, want_b],
     )
-    out = delta.new_zeros(m)
-    if want_w:
-        out = out + grad_w.reshape(m, c) @ g["weight"].to(delta.dtype)
-    if want_b:
-        out = out + grad_b.reshape(m, c) @ g["bias"].to(delta.dtype)
-    return out
+    if not want_w:
+        return grad_b.reshape(m, c) @ g["bias"].to(delta.dtype)
+    out = grad_w.reshape(m, c) @ g["weight"].to(delta.dtype)
+    return out.addmv_(grad_b.reshape(m, c), g["bias"].to(delta.dtype)) if want_b else out
 
 
 def layer_dot_cpu(module: nn.Module, a: torch.Tensor, delta: torch.Tensor, g: dict[str, torch.Tensor], node: object = None) -> torch.Tensor:
