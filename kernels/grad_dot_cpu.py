@@ -107,9 +107,8 @@ def is_pointwise(module: nn.Module) -> bool:
 
 def ways_for(module: nn.Module) -> tuple[str, ...]:
     """The ways that apply to this layer: ``"unfold"`` needs a (non-transposed) convolution whose patches are few
-    per output channel,
-    ``"pointwise"`` a pointwise layer (``is_pointwise``), ``"forward, channels-last"`` a 2-d layer (conv or
-    transposed)."""
+    per output channel, ``"pointwise"`` a pointwise layer (``is_pointwise``), ``"forward, channels-last"`` a 2-d
+    layer (conv or transposed)."""
     w = module.weight
     patches_per_output = w.shape[1] * w[0, 0].numel() / (w.shape[0] // module.groups)  # (C_in/g * K) / (C_out/g)
     applies = {"unfold": isinstance(module, CONV_TYPES) and patches_per_output <= UNFOLD_MAX_GROWTH,
