@@ -110,7 +110,7 @@ def ways_for(module: nn.Module) -> tuple[str, ...]:
     per output channel, ``"pointwise"`` a pointwise layer (``is_pointwise``), ``"forward, channels-last"`` a 2-d
     layer (conv or transposed)."""
     w = module.weight
-    patches_per_output = w.shape[1] * w[0, 0].numel() / (w.shape[0] // module.groups)  # (C_in/g * K) / (C_out/g)
+    patches_per_output = w.shape[1] * math.prod(module.kernel_size) / (w.shape[0] // module.groups)  # (C_in/g * K) / (C_out/g)
     applies = {"unfold": isinstance(module, CONV_TYPES) and patches_per_output <= UNFOLD_MAX_GROWTH,
                "pointwise": is_pointwise(module),
                "forward, channels-last": len(module.kernel_size) == 2}
